@@ -7,7 +7,7 @@ touches a toolkit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 if TYPE_CHECKING:
@@ -63,4 +63,4 @@ class Question:
     validate: Callable[[Any, "TrainConfig"], str | None] | None = None
     store: Callable[[Any, "TrainConfig"], None] | None = None
     current: Callable[["TrainConfig"], Any] | None = None
-    fields: tuple[str, ...] = field(default=())  # other fields `store` writes, so a loaded JSON can skip it
+    fields: tuple[str, ...] = ()  # other fields `store` writes, so a loaded JSON can skip it

@@ -1,0 +1,198 @@
+"""The LoRA itself: block weights, dim and alpha (globally or per block), the network type and its options."""
+
+from __future__ import annotations
+
+from wizard.config import NETWORK_TYPES, TrainConfig
+from wizard.question import Question
+
+from questions.build import comma_joined, field_help, gate, is_set
+from questions.checks import BLOCKS_ALL, BLOCKS_PER_SIDE, block_values, block_weights, divides_dim
+
+BLOCK_FIELDS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas", "conv_block_dims",
+                "conv_block_alphas")
+TYPES_WITH_BLOCKS = ("LoRA", "LoCon")  # kohya's own network: the only one that knows block weights and dims
+TYPES_WITH_CONV_DIM = ("LoCon", "LoHa", "LoKr")  # DyLoRA's conv dim is always its dim; LoRA and IA3 have none
+LYCORIS_TYPES = ("LoCon", "LoHa", "LoKr", "IA3")
+TRAINED_PARTS = ("both", "unet only", "text encoder only")
+CONV_DIM_WHEN_UNSET = 32  # the popups' default for LoCon, LoHa and LoKr
+
+
+def blocks_on(config: TrainConfig) -> bool:
+    return any(is_set(name)(config) for name in BLOCK_FIELDS)
+
+
+def _type_is(*types: str):
+    return lambda config: config.get("network_type") in types
+
+
+def _uses_conv(config: TrainConfig) -> bool:
+    network_type = config.get("network_type")
+    return network_type in TYPES_WITH_CONV_DIM or (network_type == "DyLoRA" and config.get("conv_dim") is not None)
+
+
+def _store_dim(answer: int, config: TrainConfig) -> None:
+    config.set("net_dim", answer)
+    if config.origin("alpha") == "default":
+        config.set("alpha", answer / 2, origin="default")  # alpha follows the dim until the user picks one
+
+
+def _store_trained_parts(answer: str, config: TrainConfig) -> None:
+    config.set("unet_only", answer == TRAINED_PARTS[1])
+    config.set("text_only", answer == TRAINED_PARTS[2])
+
+
+def _trained_parts(config: TrainConfig) -> str:
+    if config.get("unet_only"):
+        return TRAINED_PARTS[1]
+    if config.get("text_only"):
+        return TRAINED_PARTS[2]
+    return TRAINED_PARTS[0]
+
+
+def _per_block(value: object) -> str:
+    return ",".join([str(value)] * BLOCKS_ALL)
+
+
+_ONES = ",".join(["1"] * BLOCKS_PER_SIDE)
+
+QUESTIONS: list[Question] = [
+    gate(
+        "block_weights", "Train with block weights? (choose no if you are new to this)",
+        "Block weights give each U-Net block its own learning-rate multiplier (and optionally its own dim and "
+        "alpha), to steer what the LoRA learns, e.g. less of the composition. Only LoRA and LoCon support them. "
+        "Default no.",
+        fields=BLOCK_FIELDS,
+        start_with={"down_lr_weight": lambda config: _ONES, "mid_lr_weight": lambda config: 1.0,
+                    "up_lr_weight": lambda config: _ONES},
+    ),
+    Question(
+        id="down_lr_weight", kind="text", field="down_lr_weight", store=comma_joined("down_lr_weight"),
+        when=blocks_on,
+        validate=block_weights,
+        text="Weights of the 12 down blocks (0 to 1 each), or a preset word?",
+        help=field_help("down_lr_weight"),
+    ),
+    Question(
+        id="mid_lr_weight", kind="float", field="mid_lr_weight",
+        when=blocks_on,
+        text="Weight of the middle block (0 to 1)?",
+        help=field_help("mid_lr_weight"),
+    ),
+    Question(
+        id="up_lr_weight", kind="text", field="up_lr_weight", store=comma_joined("up_lr_weight"),
+        when=blocks_on,
+        validate=block_weights,
+        text="Weights of the 12 up blocks (0 to 1 each), or a preset word?",
+        help=field_help("up_lr_weight"),
+    ),
+    Question(
+        id="net_dim", kind="int", field="net_dim", store=_store_dim,
+        text="Network dim (rank)? With dims per block, this is the default for the rest.",
+        help=field_help("net_dim"),
+    ),
+    gate(
+        "use_block_dims", "Set the dim of each block separately?", field_help("block_dims"),
+        fields=("block_dims",), when=blocks_on,
+        start_with={"block_dims": lambda config: _per_block(config.get("net_dim"))},
+    ),
+    Question(
+        id="block_dims", kind="text", field="block_dims", store=comma_joined("block_dims"),
+        when=is_set("block_dims"),
+        validate=block_values(whole=True),
+        text="Dims of the 25 blocks (12 down, middle, 12 up)?",
+        help=field_help("block_dims"),
+    ),
+    Question(
+        id="alpha", kind="float", field="alpha",
+        text="Network alpha? (the default is half the dim)",
+        help=field_help("alpha"),
+    ),
+    gate(
+        "use_block_alphas", "Set the alpha of each block separately?", field_help("block_alphas"),
+        fields=("block_alphas",), when=blocks_on,
+        start_with={"block_alphas": lambda config: _per_block(f"{config.get('alpha'):g}")},
+    ),
+    Question(
+        id="block_alphas", kind="text", field="block_alphas", store=comma_joined("block_alphas"),
+        when=is_set("block_alphas"),
+        validate=block_values(whole=False),
+        text="Alphas of the 25 blocks (12 down, middle, 12 up)?",
+        help=field_help("block_alphas"),
+    ),
+    Question(
+        id="network_type_with_blocks", kind="choice", field="network_type", choices=TYPES_WITH_BLOCKS,
+        when=blocks_on,
+        text="Which type of network? (with block weights: LoRA or LoCon)",
+        help=field_help("network_type"),
+    ),
+    Question(
+        id="network_type", kind="choice", field="network_type", choices=NETWORK_TYPES,
+        when=lambda config: not blocks_on(config),
+        text="Which type of network?",
+        help=field_help("network_type"),
+    ),
+    gate(
+        "dylora_conv", "Also train the convolution layers with DyLoRA?",
+        "DyLoRA can train the U-Net's 3x3 convolutions too; their dim is then the same as the network dim. "
+        "Default no.",
+        fields=("conv_dim",), when=_type_is("DyLoRA"),
+        start_with={"conv_dim": lambda config: config.get("net_dim")},
+    ),
+    Question(
+        id="unit", kind="int", field="unit", when=_type_is("DyLoRA"), validate=divides_dim,
+        text="DyLoRA unit size? (the dim must be divisible by it)",
+        help=field_help("unit"),
+    ),
+    gate(
+        "use_conv_block_dims", "Set the conv dim of each block separately?", field_help("conv_block_dims"),
+        fields=("conv_block_dims",),
+        when=lambda config: blocks_on(config) and config.get("network_type") == "LoCon",
+        start_with={"conv_block_dims": lambda config: _per_block(config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
+    ),
+    Question(
+        id="conv_block_dims", kind="text", field="conv_block_dims", store=comma_joined("conv_block_dims"),
+        when=is_set("conv_block_dims"),
+        validate=block_values(whole=True),
+        text="Conv dims of the 25 blocks (12 down, middle, 12 up)?",
+        help=field_help("conv_block_dims"),
+    ),
+    Question(
+        id="conv_dim", kind="int", field="conv_dim", when=_type_is(*TYPES_WITH_CONV_DIM),
+        current=lambda config: config.get("conv_dim") or CONV_DIM_WHEN_UNSET,
+        text="Conv dim (rank of the convolution layers)?",
+        help=field_help("conv_dim"),
+    ),
+    gate(
+        "use_conv_block_alphas", "Set the conv alpha of each block separately?", field_help("conv_block_alphas"),
+        fields=("conv_block_alphas",),
+        when=lambda config: blocks_on(config) and config.get("network_type") == "LoCon",
+        start_with={"conv_block_alphas": lambda config: _per_block(
+            config.get("conv_alpha") or config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
+    ),
+    Question(
+        id="conv_block_alphas", kind="text", field="conv_block_alphas", store=comma_joined("conv_block_alphas"),
+        when=is_set("conv_block_alphas"),
+        validate=block_values(whole=False),
+        text="Conv alphas of the 25 blocks (12 down, middle, 12 up)?",
+        help=field_help("conv_block_alphas"),
+    ),
+    Question(
+        id="conv_alpha", kind="float", field="conv_alpha", when=_uses_conv,
+        current=lambda config: config.get("conv_alpha") or float(config.get("conv_dim") or CONV_DIM_WHEN_UNSET),
+        text="Conv alpha? (the default is the conv dim: no scaling)",
+        help=field_help("conv_alpha"),
+    ),
+    Question(
+        id="use_conv_cp", kind="yesno", field="use_conv_cp",
+        when=lambda config: config.get("network_type") in LYCORIS_TYPES and not blocks_on(config),
+        text="Use CP decomposition for the convolution layers?",
+        help=field_help("use_conv_cp"),
+    ),
+    Question(
+        id="trained_parts", kind="choice", field=None, fields=("unet_only", "text_only"), choices=TRAINED_PARTS,
+        current=_trained_parts, store=_store_trained_parts,
+        text="Train both parts of the model, or only one?",
+        help="Both (default) teaches the image model (U-Net) and the text encoder; U-Net only leaves prompts "
+             "untouched, which is gentler for styles; text encoder only is rarely useful.",
+    ),
+]

@@ -1,0 +1,223 @@
+"""The command line of `popup_main.py`: popups by default, or straight from saved settings, a queue, the demo, a tool.
+
+Exit codes: 0 done, 1 cancelled or the training failed, 2 a mistake on the command line (one sentence on stderr).
+The imports stay light: nothing here loads torch, so the first popup appears at once; the trainer is imported only
+when training starts (`wizard.runner`, lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from sd_scripts.errors import UserFacingError
+from wizard.askers.base import Asker
+from wizard.askers.console import ConsoleAsker
+from wizard.config import TrainConfig
+from wizard.formats import seed_json
+from wizard.graph import review, walk
+from wizard.question import Question
+from wizard.queue import RunResult, run_queue
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # cancelled, or the training failed
+EXIT_USAGE = 2  # a wrong argument or path
+
+Train = Callable[[TrainConfig, Asker], RunResult]
+Demo = Callable[[str | None], RunResult]
+Tool = Callable[[list[str]], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="popup_main.py",
+        description="Train a LoRA for Stable Diffusion by answering a few popups. With no option the popups open.",
+    )
+    parser.add_argument("--load-json", metavar="FILE",
+                        help="load saved settings first; the popups skip every setting the file holds")
+    parser.add_argument("--no-popups", action="store_true",
+                        help="ask nothing: train straight from --load-json FILE, or run --queue DIR")
+    parser.add_argument("--queue", metavar="DIR",
+                        help="train every .json file of DIR in name order; finished ones move to DIR/complete, "
+                             "failed ones to DIR/failed with the reason")
+    parser.add_argument("--demo", nargs="?", const="", metavar="FOLDER",
+                        help="train the built-in tiny demo LoRA (into FOLDER if given) to check the installation")
+    parser.add_argument("--tool", metavar="NAME",
+                        help="run a side tool; the options after it go to the tool")
+    parser.add_argument("--console", action="store_true",
+                        help="ask the questions in this terminal instead of popups")
+    return parser
+
+
+def main(
+    argv: Sequence[str],
+    flows: Mapping[str, Sequence[Question]],
+    *,
+    tools: Mapping[str, Tool] | None = None,
+    train: Train | None = None,
+    demo: Demo | None = None,
+    asker: Asker | None = None,
+) -> int:
+    """Run the wizard for `argv`; returns the exit code.
+
+    `train`, `demo` and `asker` default to the real trainer, demo and popups; tests hand in their own.
+    """
+    parser = build_parser()
+    arguments, rest = parser.parse_known_args(list(argv))
+    tools = tools or {}
+    if rest and arguments.tool is None:
+        return _usage_error(f"Unknown option {rest[0]}; run popup_main.py --help to see the options.")
+    try:
+        if arguments.tool is not None:
+            if arguments.tool not in tools:
+                available = ", ".join(sorted(tools)) or "none yet"
+                return _usage_error(f"There is no tool named {arguments.tool!r}; the tools are: {available}.")
+            return tools[arguments.tool](rest)
+        if arguments.demo is not None:
+            return _exit_code((demo or _real_demo)(arguments.demo or None))
+        problem = _check_arguments(arguments)
+        if problem is not None:
+            return _usage_error(problem)
+        train = train or _real_train
+        if arguments.no_popups:
+            return _run_without_popups(arguments, train)
+        asker = asker or choose_asker(force_console=arguments.console)
+        return run_popups(flows, asker, train=train, load_json=arguments.load_json, queue=arguments.queue)
+    except UserFacingError as problem:
+        print(str(problem), file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run_popups(
+    flows: Mapping[str, Sequence[Question]],
+    asker: Asker,
+    *,
+    train: Train,
+    load_json: str | None = None,
+    queue: str | None = None,
+) -> int:
+    """The guided session: starter questions, the training questions, the summary, then training."""
+    if queue is not None:
+        return _run_queue(queue, train, asker, report=print)
+    config = TrainConfig()
+    if load_json is not None:
+        config = _load(load_json, config, asker)
+    else:
+        if walk(flows["start"], config, asker) == "cancelled":
+            return EXIT_FAILED
+        if config.get("multi_run_folder") is not None:
+            return _run_queue(config.get("multi_run_folder"), train, asker, report=print)
+        if config.get("load_json_path") is not None:
+            try:
+                config = _load(config.get("load_json_path"), config, asker)
+            except UserFacingError as problem:
+                asker.error("Could not load the settings", str(problem))
+                return EXIT_FAILED
+
+    saver = _JsonSaver()
+    if walk(flows["train"], config, asker) == "cancelled":
+        return EXIT_FAILED
+    if review(flows["train"], config, asker, save_json=saver.save) == "cancel":
+        return EXIT_FAILED
+    if config.get("save_json_folder") is not None and not saver.has_saved(config):
+        try:
+            asker.info("Settings saved", f"Your settings were saved to {saver.save(config)}.")
+        except (UserFacingError, OSError) as problem:
+            asker.error("Could not save the settings", str(problem))
+    if config.get("save_json_only"):
+        return EXIT_OK
+    return _exit_code(train(config, asker))
+
+
+def choose_asker(force_console: bool = False) -> Asker:
+    """Popups when a display is there, else questions in the terminal (with a word on why)."""
+    if not force_console:
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            print("No display was found, so the questions are asked here in the terminal.", file=sys.stderr)
+        else:
+            try:
+                from wizard.askers.tk_asker import TkAsker
+
+                return TkAsker()
+            except Exception as problem:  # no tkinter, or Tk cannot open the display: the terminal still works
+                print(f"The popups cannot open ({problem}), so the questions are asked here in the terminal.",
+                      file=sys.stderr)
+    return ConsoleAsker()
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+
+class _JsonSaver:
+    """Saves settings into their save_json_folder and remembers what it saved, so Start does not save twice."""
+
+    def __init__(self) -> None:
+        self._last_saved: dict[str, Any] | None = None
+
+    def save(self, config: TrainConfig) -> Path:
+        path = seed_json.save(config, config.get("save_json_folder"), config.get("save_json_name"))
+        self._last_saved = config.to_dict()
+        return path
+
+    def has_saved(self, config: TrainConfig) -> bool:
+        return self._last_saved == config.to_dict()
+
+
+def _check_arguments(arguments: argparse.Namespace) -> str | None:
+    """One sentence about the first wrong argument, or None."""
+    if arguments.load_json is not None and not Path(arguments.load_json).is_file():
+        return f"The settings file {arguments.load_json} does not exist; check the path after --load-json."
+    if arguments.queue is not None and not Path(arguments.queue).is_dir():
+        return f"The queue folder {arguments.queue} does not exist; check the path after --queue."
+    if arguments.load_json is not None and arguments.queue is not None:
+        return "Use either --load-json or --queue, not both; a queue loads each of its files itself."
+    if arguments.no_popups and arguments.load_json is None and arguments.queue is None:
+        return "--no-popups needs settings to run from: add --load-json FILE or --queue DIR."
+    return None
+
+
+def _run_without_popups(arguments: argparse.Namespace, train: Train) -> int:
+    asker = ConsoleAsker()
+    if arguments.queue is not None:
+        return _run_queue(arguments.queue, train, asker, report=print)
+    config, warnings = seed_json.load(arguments.load_json)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    return _exit_code(train(config, asker))
+
+
+def _run_queue(folder: str, train: Train, asker: Asker, *, report: Callable[[str], None]) -> int:
+    summary = run_queue(folder, lambda config: train(config, asker), report=report)
+    asker.info("Queue finished", summary.text())
+    return EXIT_OK if not summary.failed else EXIT_FAILED
+
+
+def _load(path: str, into: TrainConfig, asker: Asker) -> TrainConfig:
+    config, warnings = seed_json.load(path, into=into)
+    if warnings:
+        asker.info("Settings loaded", "\n".join(warnings))
+    return config
+
+
+def _exit_code(result: RunResult) -> int:
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _usage_error(sentence: str) -> int:
+    print(sentence, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _real_train(config: TrainConfig, asker: Asker) -> RunResult:
+    from wizard.runner import train_config
+
+    return train_config(config, asker)
+
+
+def _real_demo(output_dir: str | None) -> RunResult:
+    from wizard.runner import run_demo
+
+    return run_demo(output_dir)

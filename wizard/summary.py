@@ -1,0 +1,34 @@
+"""The summary shown before training: every value that will be used, where it came from.
+
+One row per TrainConfig field, in the declaration order of `wizard.config.FIELDS` (which keeps the groups together),
+labelled with the field's own label, so nothing the trainer will use is hidden: asked, loaded or default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wizard.askers.base import SummaryRow
+from wizard.config import FIELDS, TrainConfig
+
+NOT_SET = "(not set)"
+
+
+def format_value(value: Any) -> str:
+    """A value as a person reads it: yes/no, 1e-4 rather than 0.0001, name=value pairs, "(not set)" for None."""
+    if value is None:
+        return NOT_SET
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return " ".join(f"{key}={item}" for key, item in value.items()) or NOT_SET
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or NOT_SET
+    return str(value)
+
+
+def summary_rows(config: TrainConfig) -> list[SummaryRow]:
+    return [SummaryRow(field.name, field.label, format_value(config.get(field.name)), config.origin(field.name))
+            for field in FIELDS]
