@@ -1,0 +1,111 @@
+"""`load_base_model`: a single-file SD1/SD2 checkpoint or a diffusers folder, as diffusers modules, offline.
+
+The file decides the family; when the user's v2 / v_parameterization answers disagree with it, the file wins and
+a sentence in `BaseModel.notes` says so (family rules: family.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from diffusers import AutoencoderKL
+
+from sd_scripts.errors import UserFacingError
+from sd_scripts.models.base_model import SD_V1, SD_V2, SD_V2_V, BaseModel
+from sd_scripts.models.checkpoint_file import read_checkpoint
+from sd_scripts.models.diffusers_folder import folder_is_sd2, folder_states_v_prediction, load_diffusers_folder
+from sd_scripts.models.family import detect_model_version, stated_v_prediction, unet_predicts_velocity
+from sd_scripts.models.ldm_layout import VAE_PREFIX, vae_to_ldm
+from sd_scripts.models.single_file import text_encoder_from_ldm, unet_from_ldm, vae_from_ldm
+from sd_scripts.models.tokenizers import load_tokenizer
+
+
+def load_base_model(
+    path: str | os.PathLike,
+    *,
+    v2: bool | None = None,
+    v_parameterization: bool | None = None,
+    vae: str | os.PathLike | None = None,
+    tokenizer_cache_dir: str | os.PathLike | None = None,
+) -> BaseModel:
+    """Load the base model. `v2` / `v_parameterization` are the user's answers (None: not given); `vae` replaces
+    the model's VAE (LDM or diffusers file, or diffusers folder)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserFacingError(f"The base model {path} does not exist; check the path and choose the model again.")
+    if path.is_dir():
+        unet, model_vae, text_encoder = load_diffusers_folder(path)
+        file_v2 = folder_is_sd2(path)
+        stated_v = folder_states_v_prediction(path)
+    else:
+        checkpoint, metadata = read_checkpoint(path)
+        version = detect_model_version({k: t.shape for k, t in checkpoint.items()}, metadata)
+        file_v2 = version != SD_V1
+        stated_v = stated_v_prediction(checkpoint.keys(), metadata)
+        unet = unet_from_ldm(checkpoint, version)
+        text_encoder = text_encoder_from_ldm(checkpoint, version)
+        has_vae = any(key.startswith(VAE_PREFIX) for key in checkpoint)
+        if not has_vae and vae is None:
+            raise UserFacingError(f"{path.name} has no VAE inside; choose a separate VAE file as well.")
+        model_vae = vae_from_ldm(checkpoint) if has_vae and vae is None else None
+        del checkpoint
+    if vae is not None:
+        model_vae = load_vae(vae)
+
+    notes: list[str] = []
+    if v2 is not None and v2 != file_v2:
+        notes.append(
+            "This file is an SD2 model although v2 was not set: using v2."
+            if file_v2
+            else "This file is an SD1 model although v2 was set: training it as SD1."
+        )
+    if stated_v is None and file_v2:
+        stated_v = unet_predicts_velocity(unet)
+    if stated_v is None:  # an SD1 file that does not say: follow the user, as sd-scripts does
+        v_pred = bool(v_parameterization)
+    else:
+        v_pred = stated_v
+        if v_parameterization is not None and v_parameterization != v_pred:
+            notes.append(
+                "This model predicts velocity (v-prediction) although v_parameterization was not set: using v-prediction."
+                if v_pred
+                else "This model predicts noise (epsilon), so v_parameterization was turned off."
+            )
+    version = (SD_V2_V if v_pred else SD_V2) if file_v2 else SD_V1
+    return BaseModel(
+        unet=unet,
+        vae=model_vae,
+        text_encoder=text_encoder,
+        tokenizer=load_tokenizer(file_v2, tokenizer_cache_dir),
+        version=version,
+        v2=file_v2,
+        v_parameterization=v_pred,
+        path=str(path),
+        notes=notes,
+    )
+
+
+def load_vae(path: str | os.PathLike) -> AutoencoderKL:
+    """A replacement VAE: a diffusers folder (or a model folder with `vae/`), or a file in LDM names (with or
+    without `first_stage_model.`) or diffusers names."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserFacingError(f"The VAE {path} does not exist; check the path and choose the VAE again.")
+    if path.is_dir():
+        folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
+        if not (folder / "config.json").is_file():
+            raise UserFacingError(f"The folder {path} is not a diffusers VAE (it has no config.json); choose a VAE file or folder.")
+        try:
+            return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError) as error:
+            raise UserFacingError(f"The VAE folder {path} is missing its weights or they are damaged; copy it again.") from error
+    tensors, _ = read_checkpoint(path)
+    if any(key.startswith(VAE_PREFIX) for key in tensors):
+        return vae_from_ldm(tensors)
+    if "encoder.down.0.block.0.conv1.weight" in tensors:
+        return vae_from_ldm(tensors, prefix="")
+    if "encoder.down_blocks.0.resnets.0.conv1.weight" in tensors:
+        num_blocks = len({key.split(".")[2] for key in tensors if key.startswith("encoder.down_blocks.")})
+        return vae_from_ldm(vae_to_ldm(tensors, num_blocks, prefix=""), prefix="")
+    raise UserFacingError(f"{path.name} is not a VAE; choose a Stable Diffusion VAE file (.safetensors or .ckpt).")

@@ -1,0 +1,96 @@
+"""Building the diffusers modules of a single-file LDM checkpoint with diffusers' own converters.
+
+The configs come from the tensor shapes (architecture.py), so nothing is fetched from a hub. Modules are created
+without allocating weights and take the checkpoint's tensors directly (cast to float32, as sd-scripts loads them);
+a strict load makes any unexpected layout fail loudly instead of training a half-random model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+from accelerate import init_empty_weights
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (
+    convert_ldm_clip_checkpoint,
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+    convert_open_clip_checkpoint,
+)
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from sd_scripts.errors import UserFacingError
+from sd_scripts.models.architecture import text_encoder_config, unet_config, vae_config
+from sd_scripts.models.base_model import SD_V1
+from sd_scripts.models.ldm_layout import SD2_TEXT_PREFIX, VAE_PREFIX
+
+Tensors = Mapping[str, torch.Tensor]
+
+
+def _shapes(tensors: Tensors) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(tensor.shape) for key, tensor in tensors.items()}
+
+
+def _fill(module: nn.Module, state_dict: Tensors, what: str) -> nn.Module:
+    """Give an empty (meta) module the checkpoint's tensors, all of them and nothing else."""
+    weights = {key: tensor.to(torch.float32).contiguous() for key, tensor in state_dict.items()}
+    try:
+        module.load_state_dict(weights, strict=True, assign=True)
+    except RuntimeError as error:
+        raise UserFacingError(
+            f"The {what} in this file has a layout this trainer does not recognise; choose a standard SD 1.x/2.x model."
+        ) from error
+    return module.eval()
+
+
+def unet_from_ldm(checkpoint: Tensors, version: str) -> UNet2DConditionModel:
+    try:
+        config = unet_config(_shapes(checkpoint), version)
+    except (KeyError, IndexError, StopIteration, ValueError) as error:
+        raise UserFacingError("The UNet in this file has an unexpected layout; choose a standard SD 1.x/2.x model.") from error
+    converted = convert_ldm_unet_checkpoint(checkpoint, config)
+    for key, tensor in converted.items():  # SD2 stores proj_in/proj_out as Linear; we keep them as 1x1 convs
+        if re.search(r"\.proj_(in|out)\.weight$", key) and tensor.ndim == 2:
+            converted[key] = tensor[:, :, None, None]
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(config)
+    return _fill(unet, converted, "UNet")
+
+
+def vae_from_ldm(checkpoint: Tensors, prefix: str = VAE_PREFIX) -> AutoencoderKL:
+    """The VAE under `prefix` (`first_stage_model.` in a full checkpoint, "" in a VAE-only file)."""
+    vae_tensors = {key[len(prefix):]: tensor for key, tensor in checkpoint.items() if key.startswith(prefix)}
+    try:
+        config = vae_config(_shapes(vae_tensors), prefix="")
+    except (KeyError, IndexError) as error:
+        raise UserFacingError("The VAE in this file has an unexpected layout; choose a standard SD VAE.") from error
+    converted = convert_ldm_vae_checkpoint(vae_tensors, config)
+    with init_empty_weights():
+        vae = AutoencoderKL.from_config(config)
+    return _fill(vae, converted, "VAE")
+
+
+def text_encoder_from_ldm(checkpoint: Tensors, version: str) -> CLIPTextModel:
+    """SD1: OpenAI CLIP, with or without `text_model.` in its keys. SD2: OpenCLIP converted to CLIP with its last
+    layer dropped (23 of 24 for real SD2), as sd-scripts and SD2's own diffusers config do."""
+    try:
+        config = CLIPTextConfig(**text_encoder_config(_shapes(checkpoint), version))
+    except (KeyError, StopIteration, ValueError) as error:
+        raise UserFacingError("The text encoder in this file has an unexpected layout; choose a standard SD model.") from error
+    with init_empty_weights():
+        text_encoder = CLIPTextModel(config)
+    if version == SD_V1:
+        converted = convert_ldm_clip_checkpoint(checkpoint)
+    else:
+        dropped = f"{SD2_TEXT_PREFIX}transformer.resblocks.{config.num_hidden_layers}."
+        kept = {k: v for k, v in checkpoint.items() if k.startswith(SD2_TEXT_PREFIX) and not k.startswith(dropped)}
+        converted = convert_open_clip_checkpoint(text_encoder, kept, prefix=SD2_TEXT_PREFIX)
+    converted = {
+        key.removeprefix("text_model."): tensor
+        for key, tensor in converted.items()
+        if not key.endswith("position_ids") and key != "text_projection.weight"
+    }
+    return _fill(text_encoder, converted, "text encoder")

@@ -1,0 +1,75 @@
+"""Captions to UNet conditioning, as sd-scripts does it: clip_skip, and 150/225-token prompts as 75-token windows.
+
+A prompt of `max_token_length` N (75, 150 or 225) is tokenized to N+2 ids (BOS, N tokens, EOS/padding) and cut into
+N/75 windows of 77: [BOS] + 75 ids + [the last id of the full sequence]. SD2 pads with "!" (not EOS), so each SD2
+window is fixed up: if its 76th id is neither EOS nor PAD the last becomes EOS, and a window that starts with PAD
+starts with EOS instead. The windows are encoded as one batch and stitched back to N+2 states: window 0's BOS
+state, the 75 inner states of every window, and the last window's final state (227 states for 225).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+WINDOW = 77  # CLIP's context: BOS + 75 tokens + EOS
+INNER = WINDOW - 2
+
+
+def _window_count(max_token_length: int | None) -> int:
+    if max_token_length in (None, 75):
+        return 1
+    if max_token_length not in (150, 225):
+        raise ValueError(f"max_token_length must be None, 75, 150 or 225, not {max_token_length}")
+    return max_token_length // INNER
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str], max_token_length: int | None, v2: bool) -> torch.LongTensor:
+    """Token ids of shape [B, windows, 77] (windows = 1 for None/75, 2 for 150, 3 for 225)."""
+    windows = _window_count(max_token_length)
+    length = windows * INNER + 2
+    ids = tokenizer(captions, padding="max_length", truncation=True, max_length=length, return_tensors="pt").input_ids
+    if windows == 1:
+        return ids[:, None, :]
+    bos, last = ids[:, :1], ids[:, -1:]
+    chunks = []
+    for start in range(1, length - 1, INNER):
+        chunk = torch.cat([bos, ids[:, start : start + INNER], last], dim=1)
+        if v2:
+            eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+            open_ended = (chunk[:, -2] != eos) & (chunk[:, -2] != pad)
+            chunk[open_ended, -1] = eos
+            chunk[chunk[:, 1] == pad, 1] = eos
+        chunks.append(chunk)
+    return torch.stack(chunks, dim=1)
+
+
+def encode_tokens(
+    text_encoder: CLIPTextModel,
+    ids: torch.Tensor,
+    *,
+    clip_skip: int | None,
+    max_token_length: int | None,
+    v2: bool,
+) -> torch.Tensor:
+    """Hidden states [B, N+2, D] for ids [B, windows, 77] (77 states for one window).
+
+    clip_skip None or 1: the encoder's output after its final layer norm; k >= 2: the k-th last layer's states
+    through the final layer norm (2 = "penultimate layer", the A1111/NovelAI convention). `v2` is accepted for
+    symmetry with `tokenize`: sd-scripts' SD2-only state fix-up compares an id to a string and never runs, so SD1 and
+    SD2 windows are stitched the same way.
+    """
+    batch, windows, _ = ids.shape
+    if windows != _window_count(max_token_length):
+        raise ValueError(f"{windows} token windows do not match max_token_length {max_token_length}")
+    flat = ids.reshape(batch * windows, WINDOW).to(text_encoder.device)
+    if clip_skip is None or clip_skip == 1:
+        states = text_encoder(flat).last_hidden_state
+    else:
+        hidden = text_encoder(flat, output_hidden_states=True).hidden_states[-clip_skip]
+        states = text_encoder.final_layer_norm(hidden)
+    states = states.reshape(batch, windows, WINDOW, -1)
+    if windows == 1:
+        return states[:, 0]
+    inner = states[:, :, 1:-1].reshape(batch, windows * INNER, -1)
+    return torch.cat([states[:, 0, :1], inner, states[:, -1, -1:]], dim=1)

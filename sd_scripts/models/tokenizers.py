@@ -1,0 +1,31 @@
+"""The CLIP tokenizer of a family, from `--tokenizer_cache_dir` when it holds one, else from the shipped files.
+
+As in sd-scripts, the tokenizer never comes from the checkpoint: SD1 uses `openai/clip-vit-large-patch14`'s, SD2
+`stabilityai/stable-diffusion-2`'s (same BPE, pad "!"). sd-scripts keeps them in
+`<tokenizer_cache_dir>/openai_clip-vit-large-patch14` and `<tokenizer_cache_dir>/stabilityai_stable-diffusion-2`;
+a folder there is used as it is. Nothing is downloaded and nothing is written to the cache folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import CLIPTokenizer
+
+from sd_scripts.models.shipped_assets import CLIP_TOKENIZER_DIR, tokenizer_settings
+
+SD1_TOKENIZER_ID = "openai/clip-vit-large-patch14"
+SD2_TOKENIZER_ID = "stabilityai/stable-diffusion-2"
+
+
+def load_tokenizer(v2: bool, tokenizer_cache_dir: str | Path | None = None) -> CLIPTokenizer:
+    if tokenizer_cache_dir:
+        hub_id = SD2_TOKENIZER_ID if v2 else SD1_TOKENIZER_ID
+        cached = Path(tokenizer_cache_dir) / hub_id.replace("/", "_")
+        if cached.is_dir():
+            return CLIPTokenizer.from_pretrained(str(cached), local_files_only=True)
+    return CLIPTokenizer(
+        vocab=str(CLIP_TOKENIZER_DIR / "vocab.json"),
+        merges=str(CLIP_TOKENIZER_DIR / "merges.txt"),
+        **tokenizer_settings(v2),
+    )
