@@ -1,0 +1,290 @@
+"""Our kohya-format LoRA / LoCon network for Stable Diffusion 1.x and 2.x.
+
+It behaves as sd-scripts' `networks/lora.py`, so the files it writes load in A1111, ComfyUI, Forge, diffusers and
+sd-scripts itself:
+
+* Targets are found by class name: inside every `Transformer2DModel` of the U-Net and every `CLIPAttention` /
+  `CLIPSdpaAttention` / `CLIPMLP` of the text encoder, each `Linear` and 1x1 `Conv2d` gets a LoRA of rank `dim`.
+  With `conv_dim`, the 3x3 convs of `ResnetBlock2D`, `Downsample2D` and `Upsample2D` get rank `conv_dim` too (their
+  Linear `time_emb_proj` and 1x1 `conv_shortcut` get `dim`).
+* Key names are `lora_unet_<diffusers path>` and `lora_te_text_model_<path>` with every "." turned into "_".
+  transformers 5 dropped the `text_model.` level of `CLIPTextModel`; it is put back so the names stay the ones every
+  LoRA reader expects.
+* `lora_down` is Kaiming-uniform (a=sqrt(5)), `lora_up` is zero, so applying a fresh network changes nothing.
+  Output = original(x) + up(down(x)) * multiplier * alpha / rank.
+
+The network never edits the base model's classes or module tree: `apply_to` adds a forward hook on each target
+module and `restore` removes it, so the base model's own `state_dict` and module names are the same before, during
+and after training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from sd_scripts.errors import UserFacingError
+from sd_scripts.saving.lora_file import load_lora_file
+
+TEXT_ENCODER_PREFIX = "lora_te"
+UNET_PREFIX = "lora_unet"
+TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+UNET_TARGETS = ("Transformer2DModel",)
+UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+DEFAULT_CONV_ALPHA = 1.0  # sd-scripts' default when conv_dim is given without conv_alpha
+
+
+class LoRAModule(nn.Module):
+    """The low-rank update of one Linear or Conv2d: delta W = up @ down * alpha / rank.
+
+    For a conv, `lora_down` has the original kernel, stride and padding and `lora_up` is 1x1, as in sd-scripts.
+    The weights stay in fp32 whatever the base model's dtype; inputs are cast on the way in and out.
+    """
+
+    def __init__(self, lora_name: str, original: nn.Linear | nn.Conv2d, rank: int, alpha: float | None) -> None:
+        super().__init__()
+        self.lora_name = lora_name
+        self.rank = rank
+        self.multiplier = 1.0
+        if isinstance(original, nn.Conv2d):
+            self.lora_down = nn.Conv2d(
+                original.in_channels, rank, original.kernel_size, original.stride, original.padding,
+                bias=False, dtype=torch.float32,
+            )
+            self.lora_up = nn.Conv2d(rank, original.out_channels, 1, 1, bias=False, dtype=torch.float32)
+        else:
+            self.lora_down = nn.Linear(original.in_features, rank, bias=False, dtype=torch.float32)
+            self.lora_up = nn.Linear(rank, original.out_features, bias=False, dtype=torch.float32)
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+        if alpha is None or alpha == 0:
+            alpha = rank
+        self.register_buffer("alpha", torch.tensor(float(alpha), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The LoRA's contribution to the original module's output for input `x`."""
+        scale = self.alpha / self.rank * self.multiplier
+        return self.lora_up(self.lora_down(x)) * scale
+
+    def add_to_output(
+        self, original: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> torch.Tensor:
+        """Forward hook on the original module: its output plus the LoRA's, in the output's dtype."""
+        x = inputs[0].to(self.lora_down.weight.dtype)
+        return output + self(x).to(output.dtype)
+
+    def delta_weight(self) -> torch.Tensor:
+        """delta W in the original weight's shape (without the multiplier), for merging into the base model."""
+        up = self.lora_up.weight.flatten(1)
+        down = self.lora_down.weight.flatten(1)
+        out_shape = (self.lora_up.weight.shape[0], *self.lora_down.weight.shape[1:])
+        return (up @ down).reshape(out_shape) * (self.alpha / self.rank)
+
+
+class LoRANetwork(nn.Module):
+    """All LoRA modules for one text encoder and one U-Net, registered under their kohya names.
+
+    Because each `LoRAModule` is a child named by its kohya name, the inherited `state_dict()` already has the exact
+    keys of a kohya file: `<lora_name>.lora_down.weight`, `<lora_name>.lora_up.weight`, `<lora_name>.alpha`.
+    `module_ranks` ({lora_name: (rank, alpha)}) builds only the named modules with their own ranks, as when a
+    network is re-created from a file (see `from_weights`); the conv targets are then always scanned.
+    """
+
+    def __init__(
+        self,
+        text_encoder: nn.Module,
+        unet: nn.Module,
+        *,
+        multiplier: float = 1.0,
+        dim: int = 4,
+        alpha: float | None = 1.0,
+        conv_dim: int | None = None,
+        conv_alpha: float | None = None,
+        train_unet: bool = True,
+        train_text_encoder: bool = True,
+        module_ranks: Mapping[str, tuple[int, float | None]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.multiplier = multiplier
+        self.dim = dim
+        self.alpha = alpha
+        self.conv_dim = conv_dim
+        self.conv_alpha = DEFAULT_CONV_ALPHA if conv_dim is not None and conv_alpha is None else conv_alpha
+        self.module_ranks = module_ranks
+        # lora_name -> the base-model module it hooks into; a plain dict so the base model is not registered here.
+        self.targets: dict[str, nn.Module] = {}
+        self.hooks: dict[str, RemovableHandle] = {}
+        self.text_encoder_loras: list[LoRAModule] = []
+        self.unet_loras: list[LoRAModule] = []
+
+        if train_text_encoder:
+            self.text_encoder_loras = self._create_loras(
+                text_encoder, TEXT_ENCODER_PREFIX, TEXT_ENCODER_TARGETS, text_model_level=True
+            )
+        if train_unet:
+            scan_convs = conv_dim is not None or module_ranks is not None
+            unet_targets = UNET_TARGETS + (UNET_CONV_TARGETS if scan_convs else ())
+            self.unet_loras = self._create_loras(unet, UNET_PREFIX, unet_targets, text_model_level=False)
+        for lora in self.text_encoder_loras + self.unet_loras:
+            lora.multiplier = multiplier
+            self.add_module(lora.lora_name, lora)
+
+    @classmethod
+    def from_weights(
+        cls,
+        text_encoder: nn.Module,
+        unet: nn.Module,
+        weights: str | Path | Mapping[str, torch.Tensor],
+        *,
+        multiplier: float = 1.0,
+    ) -> "LoRANetwork":
+        """A network shaped as a LoRA file says (each module's own rank and alpha), with its weights loaded."""
+        state_dict = _as_state_dict(weights)
+        ranks: dict[str, tuple[int, float | None]] = {}
+        for key, tensor in state_dict.items():
+            if key.endswith(".lora_down.weight"):
+                name = key.removesuffix(".lora_down.weight")
+                alpha = state_dict.get(f"{name}.alpha")
+                ranks[name] = (tensor.shape[0], None if alpha is None else float(alpha.reshape(())))
+        if not ranks:
+            raise UserFacingError(
+                "This file holds no kohya LoRA weights (no 'lora_down' keys); "
+                "choose a LoRA made by sd-scripts or this trainer."
+            )
+        network = cls(text_encoder, unet, multiplier=multiplier, module_ranks=ranks)
+        network.load_weights(state_dict)
+        return network
+
+    # --- building ---------------------------------------------------------------------------------------------------
+    def _create_loras(
+        self, root: nn.Module, prefix: str, target_classes: tuple[str, ...], *, text_model_level: bool
+    ) -> list[LoRAModule]:
+        loras: list[LoRAModule] = []
+        for path, module in root.named_modules():
+            if type(module).__name__ not in target_classes:
+                continue
+            if text_model_level and not path.startswith("text_model."):
+                path = f"text_model.{path}"
+            for child_path, child in module.named_modules():
+                if not isinstance(child, (nn.Linear, nn.Conv2d)):
+                    continue
+                lora_name = f"{prefix}.{path}.{child_path}".replace(".", "_")
+                if self.module_ranks is not None:
+                    rank_alpha = self.module_ranks.get(lora_name)
+                else:
+                    rank_alpha = self._rank_for(child)
+                if rank_alpha is None:
+                    continue
+                if lora_name in self.targets:
+                    raise RuntimeError(f"Two modules would share the LoRA name {lora_name}.")
+                self.targets[lora_name] = child
+                loras.append(LoRAModule(lora_name, child, *rank_alpha))
+        return loras
+
+    def _rank_for(self, module: nn.Linear | nn.Conv2d) -> tuple[int, float | None] | None:
+        """(rank, alpha) for a module sd-scripts would wrap, None for a 3x3 conv when there is no conv_dim."""
+        if isinstance(module, nn.Linear) or module.kernel_size == (1, 1):
+            return self.dim, self.alpha
+        if self.conv_dim is not None:
+            return self.conv_dim, self.conv_alpha
+        return None
+
+    @property
+    def loras(self) -> list[LoRAModule]:
+        return self.text_encoder_loras + self.unet_loras
+
+    # --- applying -------------------------------------------------------------------------------------------------
+    def apply_to(self) -> None:
+        """Start adding every LoRA to its module's output (forward hooks; the base weights are not touched)."""
+        for lora in self.loras:
+            if lora.lora_name not in self.hooks:
+                self.hooks[lora.lora_name] = self.targets[lora.lora_name].register_forward_hook(lora.add_to_output)
+
+    def restore(self) -> None:
+        """Remove every hook: the base model computes exactly what it computed before `apply_to`."""
+        for handle in self.hooks.values():
+            handle.remove()
+        self.hooks.clear()
+
+    def set_multiplier(self, multiplier: float) -> None:
+        self.multiplier = multiplier
+        for lora in self.loras:
+            lora.multiplier = multiplier
+
+    @torch.no_grad()
+    def merge_to(self, multiplier: float | None = None) -> None:
+        """Add every delta W into the base model's weights (in their dtype) and stop hooking.
+
+        The hooks are removed first so that the update is not counted twice.
+        """
+        self.restore()
+        multiplier = self.multiplier if multiplier is None else multiplier
+        for lora in self.loras:
+            weight = self.targets[lora.lora_name].weight
+            delta = lora.delta_weight().to(weight.device, torch.float32) * multiplier
+            weight.copy_((weight.float() + delta).to(weight.dtype))
+
+    # --- training -------------------------------------------------------------------------------------------------
+    def prepare_optimizer_params(
+        self, text_encoder_lr: float | None, unet_lr: float | None, default_lr: float
+    ) -> list[dict]:
+        """Optimizer parameter groups, text encoder first; a missing rate falls back to `default_lr`.
+
+        A group whose rate is 0 is left out, so that part of the network is not trained (sd-scripts does the same).
+        """
+        self.requires_grad_(True)
+        groups: list[dict] = []
+        for loras, lr in ((self.text_encoder_loras, text_encoder_lr), (self.unet_loras, unet_lr)):
+            lr = default_lr if lr is None else lr
+            if not loras or lr == 0:
+                for lora in loras:
+                    lora.requires_grad_(False)
+                continue
+            groups.append({"params": [p for lora in loras for p in lora.parameters()], "lr": lr})
+        return groups
+
+    # --- weights --------------------------------------------------------------------------------------------------
+    def load_weights(self, weights: str | Path | Mapping[str, torch.Tensor]) -> None:
+        """Load a kohya LoRA (file or state dict) into the modules that match it.
+
+        Keys of modules this network does not have are ignored (e.g. text encoder keys when training the U-Net
+        only); a file without `alpha` keys means alpha = rank, as in the first LoRA files. Ranks must match.
+        """
+        state_dict = _as_state_dict(weights)
+        own = super().state_dict()
+        matched: dict[str, torch.Tensor] = {}
+        for lora in self.loras:
+            down_key = f"{lora.lora_name}.lora_down.weight"
+            if down_key not in state_dict:
+                continue
+            for key in (down_key, f"{lora.lora_name}.lora_up.weight"):
+                tensor = state_dict[key]
+                if tensor.shape != own[key].shape:
+                    raise UserFacingError(
+                        f"The LoRA file does not fit this network: {key} has shape {tuple(tensor.shape)} but "
+                        f"{tuple(own[key].shape)} is needed; use the same network dim (and conv dim) as the file."
+                    )
+                matched[key] = tensor
+            alpha = state_dict.get(f"{lora.lora_name}.alpha")
+            matched[f"{lora.lora_name}.alpha"] = (
+                torch.tensor(float(lora.rank)) if alpha is None else alpha.reshape(())
+            )
+        if not matched:
+            raise UserFacingError(
+                "None of the LoRA file's weights belong to this model's layers; "
+                "choose a LoRA made for Stable Diffusion 1.x/2.x."
+            )
+        self.load_state_dict(matched, strict=False)
+
+
+def _as_state_dict(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(weights, Mapping):
+        return dict(weights)
+    state_dict, _ = load_lora_file(weights)
+    return state_dict
+
