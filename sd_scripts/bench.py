@@ -1,0 +1,213 @@
+"""Benchmark LoRA training steps: `python -m sd_scripts.bench --resolution 512 --batch-size 1 --steps 10`.
+
+The model is randomly initialised with the real SD1.5 shapes (`--model sd15`, 860 M U-Net parameters) or the tiny
+demo shapes (`--model tiny`), so nothing needs to be downloaded. Each step is what training runs: VAE encode (unless
+`--cache-latents`), text encoding and the U-Net's loss with the LoRA (U-Net and text encoder, rank 4) applied,
+backward, optimizer step. It prints images/s, the median seconds per step after the warm-up steps, and the peak
+memory: the CUDA allocator's peak on a GPU, else the peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+MODELS = ("sd15", "tiny")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    device: str
+    resolution: int
+    batch_size: int
+    precision: str
+    gradient_checkpointing: bool
+    unet_parameters: int
+    lora_parameters: int
+    seconds_per_step: float  # median over the timed steps
+    images_per_second: float
+    peak_memory_bytes: int
+    peak_memory_kind: str  # "CUDA allocated" | "process RSS"
+
+    def report(self) -> str:
+        return "\n".join([
+            f"model {self.model}: U-Net {self.unet_parameters / 1e6:.1f} M parameters, LoRA {self.lora_parameters / 1e6:.2f} M "
+            f"trainable; {self.resolution}x{self.resolution}, batch {self.batch_size}, precision {self.precision}, "
+            f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, device {self.device}",
+            f"s/step (median): {self.seconds_per_step:.4f}",
+            f"images/s: {self.images_per_second:.2f}",
+            f"peak memory ({self.peak_memory_kind}): {self.peak_memory_bytes / 2**20:.0f} MiB",
+        ])
+
+
+def random_model(name: str):
+    """A BaseModel with random weights: SD1.5's shipped configs, or the demo's tiny widths."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sd_scripts.demo import tiny_sd15_model
+    from sd_scripts.models import SD_V1, BaseModel
+    from sd_scripts.models.shipped_assets import component_config
+    from sd_scripts.models.tokenizers import load_tokenizer
+
+    if name == "tiny":
+        return tiny_sd15_model()
+    torch.manual_seed(0)
+    return BaseModel(
+        unet=UNet2DConditionModel.from_config(component_config(SD_V1, "unet")),
+        vae=AutoencoderKL.from_config(component_config(SD_V1, "vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**component_config(SD_V1, "text_encoder"))),
+        tokenizer=load_tokenizer(v2=False),
+        version=SD_V1,
+        v2=False,
+        v_parameterization=False,
+        path="",
+    )
+
+
+def run_benchmark(
+    *,
+    model: str = "sd15",
+    resolution: int = 512,
+    batch_size: int = 1,
+    steps: int = 10,
+    warmup_steps: int = 2,
+    precision: str = "no",
+    gradient_checkpointing: bool = False,
+    cache_latents: bool = False,
+    optimizer: str = "AdamW",
+) -> BenchResult:
+    import torch
+
+    from sd_scripts.models import encode_tokens, tokenize
+    from sd_scripts.networks.lora import LoRANetwork
+    from sd_scripts.training.noise import make_noise_scheduler
+    from sd_scripts.training.optimizers import build_optimizer, resolve_optimizer_name
+    from sd_scripts.training.precision import (
+        WEIGHT_DTYPES,
+        configure_attention,
+        create_accelerator,
+        enable_gradient_checkpointing,
+        freeze_base_model,
+        reset_accelerate_state,
+        resolve_mixed_precision,
+    )
+    from sd_scripts.training.step import NoiseSettings, unet_loss
+
+    precision, notes = resolve_mixed_precision(precision, torch.cuda.is_available())
+    for note in notes:
+        print(note, file=sys.stderr)
+    accelerator = create_accelerator(precision)
+    device, dtype = accelerator.device, WEIGHT_DTYPES[precision]
+    base = random_model(model)
+    network = LoRANetwork(base.text_encoder, base.unet, dim=4, alpha=1.0)
+    network.apply_to()
+    freeze_base_model((base.unet, base.vae, base.text_encoder), device, dtype)
+    network.to(device, dtype=torch.float32)
+    configure_attention(base.unet, base.vae, xformers=False, on_cuda=device.type == "cuda")
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(base.unet, base.text_encoder, text_encoder_trained=True)
+    groups = network.prepare_optimizer_params(1e-4, 1e-4, 1e-4)
+    built = build_optimizer(resolve_optimizer_name(optimizer), groups, 1e-4, {})
+    network, optimizer_object = accelerator.prepare(network, built.optimizer)
+    parameters = [p for group in groups for p in group["params"]]
+
+    scheduler = make_noise_scheduler(v_parameterization=False)
+    generator = torch.Generator("cpu").manual_seed(0)
+    latent_size = resolution // 8
+    pixels = torch.rand(batch_size, 3, resolution, resolution, generator=generator) * 2 - 1
+    cached = torch.randn(batch_size, 4, latent_size, latent_size, generator=generator)
+    ids = tokenize(base.tokenizer, ["a photo of a cat, masterpiece"] * batch_size, None, False).to(device)
+    weights = torch.ones(batch_size)
+
+    def one_step() -> None:
+        with torch.no_grad():
+            if cache_latents:
+                latents = cached.to(device, dtype=dtype)
+            else:
+                latents = base.vae.encode(pixels.to(device, dtype=dtype)).latent_dist.sample()
+        latents = latents * base.vae.config.scaling_factor
+        with accelerator.autocast():
+            context = encode_tokens(base.text_encoder, ids, clip_skip=None, max_token_length=None, v2=False)
+        loss = unet_loss(base.unet, scheduler, latents, context, weights, generator, NoiseSettings(), accelerator.autocast)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(parameters, 1.0)
+        optimizer_object.step()
+        optimizer_object.zero_grad(set_to_none=True)
+        loss.item()  # waits for the GPU, so the step is timed whole
+
+    try:
+        for _ in range(warmup_steps):
+            one_step()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        durations = []
+        for _ in range(steps):
+            started = time.perf_counter()
+            one_step()
+            durations.append(time.perf_counter() - started)
+        if device.type == "cuda":
+            peak, kind = torch.cuda.max_memory_allocated(device), "CUDA allocated"
+        else:
+            peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
+    finally:
+        reset_accelerate_state()
+    median = statistics.median(durations)
+    return BenchResult(
+        model=model,
+        device=str(device),
+        resolution=resolution,
+        batch_size=batch_size,
+        precision=precision,
+        gradient_checkpointing=gradient_checkpointing,
+        unet_parameters=sum(p.numel() for p in base.unet.parameters()),
+        lora_parameters=sum(p.numel() for p in parameters),
+        seconds_per_step=median,
+        images_per_second=batch_size / median,
+        peak_memory_bytes=peak,
+        peak_memory_kind=kind,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sd_scripts.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=MODELS, default="sd15")
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps, after the warm-up steps")
+    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--precision", choices=("no", "fp16", "bf16"), default="no")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--cache-latents", action="store_true", help="skip the VAE encode, as with cached latents")
+    parser.add_argument("--optimizer", default="AdamW")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    options = parser.parse_args(argv)
+    if options.resolution % 8 or options.resolution < 64 or options.batch_size < 1 or options.steps < 1:
+        parser.error("the resolution must be a multiple of 8 of at least 64, and batch size and steps at least 1")
+    if options.threads:
+        import torch
+
+        torch.set_num_threads(options.threads)
+    result = run_benchmark(
+        model=options.model,
+        resolution=options.resolution,
+        batch_size=options.batch_size,
+        steps=options.steps,
+        warmup_steps=options.warmup_steps,
+        precision=options.precision,
+        gradient_checkpointing=options.gradient_checkpointing,
+        cache_latents=options.cache_latents,
+        optimizer=options.optimizer,
+    )
+    print(result.report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""One training run from start to end: build the parts, then step through the epochs, saving and reporting.
+
+`TrainingSession.__init__` loads and builds everything in the order sd-scripts does (so a seed gives the same run);
+`TrainingSession.run` is the loop. Each optimizer step is `gradient_accumulation_steps` data batches; every step
+reports a `Step` event and checks the stop flag. `sd_scripts.train.train` wraps this with error handling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+
+from sd_scripts.args import TrainArgs
+from sd_scripts.dataset.batches import Batch, load_batch
+from sd_scripts.dataset.epochs import BatchSpec, epoch_batches
+from sd_scripts.dataset.latent_cache import cache_latents
+from sd_scripts.dataset.plan import scan_dataset
+from sd_scripts.dataset.settings import DatasetSettings
+from sd_scripts.errors import UserFacingError
+from sd_scripts.events import EpochEnd, EventHandler, Finished, SampleMade, Saved, Started, Step
+from sd_scripts.models import encode_tokens, load_base_model, tokenize
+from sd_scripts.networks.lora import LoRANetwork
+from sd_scripts.saving import TrainingRun, model_file_metadata, save_lora, training_metadata
+from sd_scripts.training.failures import nan_loss_error
+from sd_scripts.training.length import plan_run_length, resolve_warmup_steps
+from sd_scripts.training.noise import make_noise_scheduler
+from sd_scripts.training.optimizers import build_optimizer, parse_optimizer_args, resolve_optimizer_name
+from sd_scripts.training.outputs import OutputNames, check_outputs_free
+from sd_scripts.training.precision import (
+    WEIGHT_DTYPES,
+    configure_attention,
+    create_accelerator,
+    enable_gradient_checkpointing,
+    freeze_base_model,
+    resolve_mixed_precision,
+)
+from sd_scripts.training.progress import LossAverage, StepClock
+from sd_scripts.training.result import TrainResult
+from sd_scripts.training.sampling import SampleSettings, generate_samples, read_prompt_file
+from sd_scripts.training.schedulers import build_adafactor_schedule, build_lr_scheduler
+from sd_scripts.training.state import (
+    RunPosition,
+    load_training_state,
+    read_position,
+    restore_random_states,
+    save_training_state,
+)
+from sd_scripts.training.step import NoiseSettings, unet_loss
+from sd_scripts.training.validation import parse_network_args, validate_args
+
+logger = logging.getLogger("sd_scripts.train")
+
+DEFAULT_OUTPUT_NAME = "last"
+DEFAULT_NETWORK_DIM = 4
+
+
+class TrainingSession:
+    """Everything one run needs, built once; `run()` trains and returns the result."""
+
+    def __init__(self, args: TrainArgs, on_event: EventHandler, stop: threading.Event) -> None:
+        validate_args(args)
+        self.notes: list[str] = []
+        self.on_event = on_event
+        self.stop = stop
+        # A run without a seed gets one, recorded in the metadata, so it can be repeated.
+        self.args = args = dataclasses.replace(
+            args,
+            seed=args.seed if args.seed is not None else secrets.randbelow(2**31),
+            output_name=args.output_name or DEFAULT_OUTPUT_NAME,
+        )
+        set_seed(args.seed)
+        if args.log_with or args.logging_dir:
+            self.note("TensorBoard and wandb logging are not available; the progress is reported in the window instead.")
+        if args.full_fp16 or args.full_bf16:
+            self.note("full_fp16/full_bf16 are not used: the LoRA weights stay in fp32, which costs little memory.")
+
+        mixed_precision, notes = resolve_mixed_precision(args.mixed_precision, torch.cuda.is_available())
+        self.note(*notes)
+        self.accelerator = create_accelerator(mixed_precision)
+        self.device = self.accelerator.device
+        self.weight_dtype = WEIGHT_DTYPES[mixed_precision]
+
+        # The dataset and the output names first: their mistakes are found without loading a large model.
+        self.plan = scan_dataset(DatasetSettings.from_train_args(args))
+        self.note(*self.plan.warnings)
+        self.length = plan_run_length(
+            self.plan.batches_per_epoch, args.gradient_accumulation_steps, args.max_train_steps, args.max_train_epochs
+        )
+        self.plan.max_train_steps = self.length.total_steps  # epochs may decide the length (token warmup reads it)
+        self.position = RunPosition(global_step=0, epoch=1, batches_done=0, total_steps=self.length.total_steps)
+        if args.resume:
+            self.position = read_position(Path(args.resume))
+            if self.position.total_steps != self.length.total_steps:
+                raise UserFacingError(
+                    f"The state in {args.resume} belongs to a run of {self.position.total_steps} steps, but these "
+                    f"settings make {self.length.total_steps}; resume with the settings of the interrupted run."
+                )
+
+        self.outputs = OutputNames(Path(args.output_dir), args.output_name, args.save_model_as)
+        self.written: set[Path] = set()  # files and state folders this run has saved
+        self.outputs.folder.mkdir(parents=True, exist_ok=True)
+        check_outputs_free(self.planned_outputs())
+
+        self.model = load_base_model(
+            args.pretrained_model_name_or_path,
+            v2=args.v2 or None,
+            v_parameterization=args.v_parameterization or None,
+            vae=args.vae,
+            tokenizer_cache_dir=args.tokenizer_cache_dir,
+        )
+        self.note(*self.model.notes)
+        self.v_parameterization = self.model.v_parameterization
+
+        self.network = self.build_network()
+        self.prepare_models()
+        self.build_optimizer_and_schedule()
+        self.noise_scheduler = make_noise_scheduler(self.v_parameterization)
+        self.noise_settings = NoiseSettings(
+            v_parameterization=self.v_parameterization,
+            noise_offset=args.noise_offset,
+            multires_noise_iterations=args.multires_noise_iterations,
+            multires_noise_discount=args.multires_noise_discount,
+            min_snr_gamma=args.min_snr_gamma,
+        )
+        self.noise_generator = torch.Generator("cpu").manual_seed(args.seed)
+        self.latent_cache = None
+        if args.cache_latents or args.cache_latents_to_disk:
+            self.latent_cache = cache_latents(self.plan, self.encode_pixels, to_disk=args.cache_latents_to_disk,
+                                              vae_batch_size=args.vae_batch_size)
+
+        self.pending_random_states = None
+        if args.resume:
+            self.pending_random_states = load_training_state(
+                Path(args.resume), network=self.network, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler
+            )
+            self.note(f"Resuming at step {self.position.global_step} of {self.length.total_steps} from {args.resume}.")
+
+        self.sample_prompts = read_prompt_file(args.sample_prompts) if args.sample_prompts else []
+        self.training_run = TrainingRun(
+            session_id=secrets.randbelow(2**32),
+            started_at=time.time(),
+            base_model_version=self.model.version,
+            num_epochs=self.length.epochs,
+            max_train_steps=self.length.total_steps,
+            lr_warmup_steps=self.warmup_steps,
+            optimizer=self.optimizer_description,
+            model_files=model_file_metadata(args.pretrained_model_name_or_path, args.vae),
+        )
+
+    # --- building -----------------------------------------------------------------------------------------------
+    def note(self, *notes: str) -> None:
+        for note in notes:
+            logger.warning(note)
+            self.notes.append(note)
+
+    def planned_outputs(self) -> list[Path]:
+        """The LoRA files (and state folders) this run will write for sure, from its start position on."""
+        paths = [self.outputs.final()]
+        every = self.args.save_every_n_epochs
+        if every:
+            paths += [self.outputs.after_epoch(epoch) for epoch in range(self.position.epoch, self.length.epochs)
+                      if epoch % every == 0]
+        every = self.args.save_every_n_steps
+        if every:
+            paths += [self.outputs.after_step(step) for step in range(every, self.length.total_steps, every)
+                      if step > self.position.global_step]
+        if self.args.save_state:
+            paths += [OutputNames.state_dir(path) for path in paths]
+        return paths
+
+    def build_network(self) -> LoRANetwork:
+        args = self.args
+        if args.network_weights and args.dim_from_weights:
+            network = LoRANetwork.from_weights(self.model.text_encoder, self.model.unet, args.network_weights)
+            network.apply_to()
+            self.note(f"Continuing from the LoRA {args.network_weights}, with its own dims and alphas.")
+            return network
+        options = parse_network_args(args.network_args)
+        network = LoRANetwork(
+            self.model.text_encoder,
+            self.model.unet,
+            dim=args.network_dim or DEFAULT_NETWORK_DIM,
+            alpha=args.network_alpha,
+            conv_dim=options.get("conv_dim"),
+            conv_alpha=options.get("conv_alpha"),
+            train_unet=not args.network_train_text_encoder_only,
+            train_text_encoder=not args.network_train_unet_only,
+        )
+        network.apply_to()
+        if args.network_weights:
+            network.load_weights(args.network_weights)
+            self.note(f"Continuing from the LoRA {args.network_weights}.")
+        return network
+
+    def prepare_models(self) -> None:
+        """Freeze the base model in the training precision; LoRA weights stay float32 (mixed precision proper)."""
+        model, args = self.model, self.args
+        freeze_base_model((model.unet, model.vae, model.text_encoder), self.device, self.weight_dtype)
+        self.network.to(self.device, dtype=torch.float32)
+        self.note(*configure_attention(model.unet, model.vae, xformers=args.xformers, on_cuda=self.device.type == "cuda"))
+        if args.gradient_checkpointing:
+            enable_gradient_checkpointing(model.unet, model.text_encoder,
+                                          text_encoder_trained=bool(self.network.text_encoder_loras))
+
+    def build_optimizer_and_schedule(self) -> None:
+        args = self.args
+        param_groups = self.network.prepare_optimizer_params(args.text_encoder_lr, args.unet_lr, args.learning_rate)
+        if not param_groups:
+            raise UserFacingError("Nothing would be trained: every part has a learning rate of 0; set a learning rate above 0.")
+        self.train_text_encoder = any(parameter.requires_grad for lora in self.network.text_encoder_loras
+                                      for parameter in lora.parameters())
+        name = resolve_optimizer_name(args.optimizer_type, args.use_8bit_adam, args.use_lion_optimizer)
+        built = build_optimizer(name, param_groups, args.learning_rate, parse_optimizer_args(args.optimizer_args))
+        self.note(*built.notes)
+        self.optimizer_description = built.description
+        self.warmup_steps = resolve_warmup_steps(args.lr_warmup_steps, self.length.total_steps)
+        if built.relative_step:
+            scheduler = build_adafactor_schedule(built.optimizer, args.learning_rate)
+        else:
+            scheduler, notes = build_lr_scheduler(
+                built.optimizer,
+                args.lr_scheduler,
+                warmup_steps=self.warmup_steps,
+                total_steps=self.length.total_steps,
+                num_cycles=args.lr_scheduler_num_cycles,
+                power=args.lr_scheduler_power,
+            )
+            self.note(*notes)
+        self.prepared_network, self.optimizer = self.accelerator.prepare(self.network, built.optimizer)
+        self.lr_scheduler = scheduler
+        self.trainable_parameters = [p for group in param_groups for p in group["params"]]
+
+    # --- one step -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE latents: a sample of the latent distribution, as sd-scripts caches them (not yet scaled)."""
+        return self.model.vae.encode(pixels.to(self.device, dtype=self.weight_dtype)).latent_dist.sample()
+
+    def encode_captions(self, captions: list[str]) -> torch.Tensor:
+        args = self.args
+        ids = tokenize(self.model.tokenizer, captions, args.max_token_length, self.model.v2).to(self.device)
+        with torch.set_grad_enabled(self.train_text_encoder), self.accelerator.autocast():
+            return encode_tokens(
+                self.model.text_encoder, ids, clip_skip=args.clip_skip, max_token_length=args.max_token_length,
+                v2=self.model.v2,
+            )
+
+    def batch_loss(self, batch: Batch) -> torch.Tensor:
+        """The diffusion loss of one data batch with the LoRA applied."""
+        if batch.latents is not None:
+            latents = batch.latents.to(self.device, dtype=self.weight_dtype)
+        else:
+            latents = self.encode_pixels(batch.pixels)
+        latents = latents * self.model.vae.config.scaling_factor
+        return unet_loss(
+            self.model.unet,
+            self.noise_scheduler,
+            latents,
+            self.encode_captions(batch.captions),
+            batch.loss_weights,
+            self.noise_generator,
+            self.noise_settings,
+            self.accelerator.autocast,
+        )
+
+    def optimizer_step(self, batch_specs: list[BatchSpec], epoch: int) -> float:
+        """Accumulate the gradients of `batch_specs` (one optimizer step's batches), then update; returns the loss."""
+        total = 0.0
+        for index, spec in enumerate(batch_specs):
+            batch = load_batch(self.plan, spec, epoch, self.position.global_step, self.latent_cache)
+            last = index == len(batch_specs) - 1
+            with self.accelerator.no_sync(self.prepared_network) if not last else contextlib.nullcontext():
+                loss = self.batch_loss(batch)
+                if not torch.isfinite(loss):
+                    raise nan_loss_error(self.position.global_step + 1)
+                self.accelerator.backward(loss / len(batch_specs))
+            total += loss.item()
+        if self.args.max_grad_norm:
+            self.accelerator.clip_grad_norm_(self.trainable_parameters, self.args.max_grad_norm)
+        self.optimizer.step()
+        if not self.optimizer.step_was_skipped:  # fp16: a step with overflowing gradients is skipped, keep the schedule
+            self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / len(batch_specs)
+
+    # --- the loop -----------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        args, length, position = self.args, self.length, self.position
+        self.on_event(Started(
+            total_steps=length.total_steps,
+            steps_per_epoch=length.steps_per_epoch,
+            epochs=length.epochs,
+            num_train_images=self.plan.num_train_images,
+            num_reg_images=self.plan.num_reg_images,
+            device=_describe(self.device),
+        ))
+        clock = StepClock(total_steps=length.total_steps, first_step=position.global_step)
+        if args.sample_at_first and position.global_step == 0:
+            self.make_samples("000000")
+        accumulation = args.gradient_accumulation_steps
+        for epoch in range(position.epoch, length.epochs + 1):
+            batch_specs = epoch_batches(self.plan, epoch)
+            if self.pending_random_states is not None:
+                # After the epoch's batch order is drawn, exactly as the interrupted run was at that point.
+                restore_random_states(self.pending_random_states, self.noise_generator)
+                self.pending_random_states = None
+            first = position.batches_done if epoch == position.epoch else 0
+            average = LossAverage()
+            for start in range(first, len(batch_specs), accumulation):
+                position.epoch, position.batches_done = epoch, start
+                if self.stop.is_set():
+                    return self.stop_early(clock)
+                loss = self.optimizer_step(batch_specs[start:start + accumulation], epoch)
+                position.global_step += 1
+                position.batches_done = min(start + accumulation, len(batch_specs))
+                step = position.global_step
+                self.on_event(Step(
+                    step=step,
+                    total_steps=length.total_steps,
+                    epoch=epoch,
+                    epochs=length.epochs,
+                    loss=loss,
+                    average_loss=average.add(loss),
+                    lr=self.lr_scheduler.get_last_lr()[0],
+                    steps_per_second=clock.steps_per_second(step),
+                    elapsed_s=clock.elapsed(),
+                    eta_s=clock.eta(step),
+                ))
+                if step >= length.total_steps:
+                    break
+                if args.save_every_n_steps and step % args.save_every_n_steps == 0:
+                    self.save(self.outputs.after_step(step), epoch, final=False)
+                if not args.sample_every_n_epochs and args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
+                    self.make_samples(f"{step:06d}")
+            self.on_event(EpochEnd(epoch=epoch, epochs=length.epochs, average_loss=average.mean()))
+            position.epoch, position.batches_done = epoch + 1, 0
+            last_epoch = epoch == length.epochs or position.global_step >= length.total_steps
+            if last_epoch:
+                final = self.save(self.outputs.final(), epoch, final=True)
+            elif args.save_every_n_epochs and epoch % args.save_every_n_epochs == 0:
+                self.save(self.outputs.after_epoch(epoch), epoch, final=False)
+                self.remove_old_epoch_save(epoch)
+            if args.sample_every_n_epochs and epoch % args.sample_every_n_epochs == 0:
+                self.make_samples(f"e{epoch:06d}")
+            if last_epoch:
+                break
+        self.on_event(Finished(str(final), position.global_step, length.epochs, clock.elapsed(), stopped_early=False))
+        return TrainResult(
+            ok=True,
+            lora_path=str(final),
+            message=f"The training finished after {position.global_step} steps; the LoRA is {final}.",
+            steps=position.global_step,
+            epochs=length.epochs,
+            notes=self.notes,
+        )
+
+    def stop_early(self, clock: StepClock) -> TrainResult:
+        """Save what was learned so far and a state to continue from, then report a finished, stopped run."""
+        step, epoch = self.position.global_step, min(self.position.epoch, self.length.epochs)
+        path = self.outputs.after_step(step)
+        if path in self.written:  # save_every_n_steps saved this very step already: add the state only
+            self.save_state(path)
+        else:
+            self.save(path, epoch, final=False, with_state=True)
+        self.on_event(Finished(str(path), step, epoch, clock.elapsed(), stopped_early=True))
+        return TrainResult(
+            ok=True,
+            lora_path=str(path),
+            message=(f"The training was stopped at step {step} of {self.length.total_steps}; the LoRA so far is {path}, "
+                     f"and the run can be continued from {OutputNames.state_dir(path)}."),
+            steps=step,
+            epochs=epoch,
+            notes=self.notes,
+        )
+
+    # --- saving and samples -------------------------------------------------------------------------------------
+    def save(self, path: Path, epoch: int, *, final: bool, with_state: bool | None = None) -> Path:
+        """Write the LoRA with its metadata (and a resumable state when asked or when save_state is on)."""
+        args, step = self.args, self.position.global_step
+        metadata = training_metadata(args, self.plan.metadata(), self.training_run, steps=step, epoch=epoch,
+                                     saved_at=time.time())
+        save_lora(self.network.state_dict(), path, save_model_as=args.save_model_as,
+                  save_precision=args.save_precision, metadata=metadata)
+        self.written.add(path)
+        state_dir = self.save_state(path) if (args.save_state if with_state is None else with_state) else None
+        self.on_event(Saved(str(path), epoch, step, final, str(state_dir) if state_dir else None))
+        return path
+
+    def save_state(self, lora_path: Path) -> Path:
+        state_dir = OutputNames.state_dir(lora_path)
+        if state_dir not in self.written:
+            save_training_state(
+                state_dir,
+                network_state=self.network.state_dict(),
+                optimizer=self.optimizer,
+                lr_scheduler=self.lr_scheduler,
+                noise_generator=self.noise_generator,
+                position=self.position,
+            )
+            self.written.add(state_dir)
+        return state_dir
+
+    def remove_old_epoch_save(self, epoch: int) -> None:
+        """save_last_n_epochs: keep only the newest N epoch saves of this run (sd-scripts' behaviour)."""
+        keep, every = self.args.save_last_n_epochs, self.args.save_every_n_epochs
+        if not keep:
+            return
+        old = self.outputs.after_epoch(epoch - keep * every)
+        if old in self.written:
+            old.unlink()
+            self.written.discard(old)
+
+    def make_samples(self, label: str) -> None:
+        if not self.sample_prompts or self.stop.is_set():
+            return
+        args = self.args
+        made = generate_samples(
+            self.sample_prompts,
+            unet=self.model.unet,
+            vae=self.model.vae,
+            text_encoder=self.model.text_encoder,
+            tokenizer=self.model.tokenizer,
+            settings=SampleSettings(
+                sampler=args.sample_sampler,
+                v2=self.model.v2,
+                v_parameterization=self.v_parameterization,
+                clip_skip=args.clip_skip,
+                max_token_length=args.max_token_length,
+                default_seed=args.seed,
+            ),
+            autocast=self.accelerator.autocast,
+            folder=self.outputs.samples(),
+            file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
+        )
+        for path, prompt in made:
+            self.on_event(SampleMade(str(path), prompt, self.position.global_step))
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+

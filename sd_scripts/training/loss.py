@@ -1,0 +1,56 @@
+"""What the U-Net is asked to predict, and how much each sample's error counts.
+
+The loss is sd-scripts' (HEAD): mean squared error per sample over C, H, W; times the sample's loss weight
+(`prior_loss_weight` for regularization images); times the min-SNR-gamma weight when asked; then the batch mean.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler
+
+
+def training_target(
+    scheduler: DDPMScheduler,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    v_parameterization: bool,
+) -> torch.Tensor:
+    """The noise itself (epsilon models) or the velocity sqrt(a)*noise - sqrt(1-a)*x0 (v-prediction models)."""
+    if v_parameterization:
+        return scheduler.get_velocity(latents, noise, timesteps.to(latents.device))
+    return noise
+
+
+def signal_to_noise_ratio(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), in float32."""
+    alphas_cumprod = scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)[timesteps]
+    return alphas_cumprod / (1.0 - alphas_cumprod)
+
+
+def min_snr_weights(snr: torch.Tensor, gamma: float, v_parameterization: bool) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (Hang et al. 2023), as sd-scripts HEAD computes them.
+
+    Epsilon target: min(SNR, gamma) / SNR. Velocity target: min(SNR, gamma) / (SNR + 1), because the velocity loss
+    already carries a factor (SNR + 1) relative to the x0 loss.
+    """
+    clipped = torch.clamp(snr, max=gamma)
+    return clipped / (snr + 1.0) if v_parameterization else clipped / snr
+
+
+def diffusion_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    loss_weights: torch.Tensor,
+    snr: torch.Tensor,
+    min_snr_gamma: float | None,
+    v_parameterization: bool,
+) -> torch.Tensor:
+    """The scalar loss of one batch, computed in float32 whatever the training precision."""
+    per_element = torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="none")
+    per_sample = per_element.mean(dim=(1, 2, 3)) * loss_weights.to(per_element.device, torch.float32)
+    if min_snr_gamma:
+        per_sample = per_sample * min_snr_weights(snr.to(per_element.device), min_snr_gamma, v_parameterization)
+    return per_sample.mean()

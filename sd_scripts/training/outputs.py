@@ -1,0 +1,47 @@
+"""The names of everything a run writes, sd-scripts style, and the check that none of them is already taken.
+
+`<name>.safetensors` is the final LoRA, `<name>-000003.safetensors` the save after epoch 3,
+`<name>-step00000120.safetensors` the save after step 120 (also what a stopped run leaves); each may have a
+resumable state folder beside it named like the file with `-state` instead of the extension.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sd_scripts.errors import UserFacingError
+
+SAMPLE_FOLDER = "sample"
+
+
+@dataclass(frozen=True)
+class OutputNames:
+    folder: Path
+    name: str
+    extension: str  # "safetensors" | "ckpt" | "pt"
+
+    def final(self) -> Path:
+        return self.folder / f"{self.name}.{self.extension}"
+
+    def after_epoch(self, epoch: int) -> Path:
+        return self.folder / f"{self.name}-{epoch:06d}.{self.extension}"
+
+    def after_step(self, step: int) -> Path:
+        return self.folder / f"{self.name}-step{step:08d}.{self.extension}"
+
+    @staticmethod
+    def state_dir(lora_path: Path) -> Path:
+        return lora_path.with_name(f"{lora_path.stem}-state")
+
+    def samples(self) -> Path:
+        return self.folder / SAMPLE_FOLDER
+
+
+def check_outputs_free(paths: list[Path]) -> None:
+    """Refuse to start when a file this run will write exists already: the user's earlier LoRA stays untouched."""
+    for path in paths:
+        if path.exists():
+            raise UserFacingError(
+                f"{path} already exists; choose another output name or folder so the earlier file is not overwritten."
+            )

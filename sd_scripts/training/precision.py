@@ -1,0 +1,80 @@
+"""Where and in which precision the training runs, how the frozen base model saves memory, and which attention
+kernel the U-Net uses.
+
+accelerate owns the device and the mixed-precision machinery (autocast, the fp16 gradient scaler). Its state is a
+process-wide singleton, and the wizard trains several times in one process, so it is reset before and after
+every run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_mixed_precision(requested: str, cuda: bool) -> tuple[str, list[str]]:
+    """The precision that makes sense on this machine: fp16 is a GPU format, bf16 needs a recent GPU (or a CPU)."""
+    if requested == "fp16" and not cuda:
+        return "no", ["fp16 mixed precision needs an NVIDIA GPU; training in full precision (fp32) on the CPU instead."]
+    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        return "fp16", ["This GPU does not support bf16; training with fp16 mixed precision instead."]
+    return requested, []
+
+
+def reset_accelerate_state() -> None:
+    """Forget accelerate's process-wide settings so the next Accelerator may use another precision."""
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def create_accelerator(mixed_precision: str) -> Accelerator:
+    """A fresh Accelerator; gradient accumulation is done by the loop itself so a step always means an optimizer step."""
+    reset_accelerate_state()
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def configure_attention(unet: torch.nn.Module, vae: torch.nn.Module, *, xformers: bool, on_cuda: bool) -> list[str]:
+    """PyTorch's scaled-dot-product attention by default; xformers only where it can actually run."""
+    note = None
+    if xformers:
+        if not on_cuda:
+            note = "xformers needs an NVIDIA GPU; using PyTorch's built-in memory-efficient attention (SDPA) instead."
+        elif importlib.util.find_spec("xformers") is None:
+            note = "xformers is not installed; using PyTorch's built-in memory-efficient attention (SDPA) instead."
+        else:
+            try:
+                unet.enable_xformers_memory_efficient_attention()
+                vae.enable_xformers_memory_efficient_attention()
+                return []
+            except Exception as error:  # noqa: BLE001 - a broken xformers build must not stop the training
+                note = f"xformers could not be used ({error}); using PyTorch's built-in attention (SDPA) instead."
+    unet.set_attn_processor(AttnProcessor2_0())
+    vae.set_attn_processor(AttnProcessor2_0())
+    return [note] if note else []
+
+
+def freeze_base_model(modules: tuple[torch.nn.Module, ...], device: torch.device, dtype: torch.dtype) -> None:
+    """The base model is never trained: no gradients, moved to the device and cast to the training precision."""
+    for module in modules:
+        module.requires_grad_(False)
+        module.to(device)
+        if dtype != torch.float32:
+            module.to(dtype=dtype)
+        module.eval()
+
+
+def enable_gradient_checkpointing(unet: torch.nn.Module, text_encoder: torch.nn.Module, *, text_encoder_trained: bool) -> None:
+    """Recompute activations in the backward pass instead of keeping them (sd-scripts' set-up)."""
+    unet.enable_gradient_checkpointing()
+    unet.train()
+    if text_encoder_trained:
+        text_encoder.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
+        text_encoder.train()
+        # Checkpointed segments need an input that requires grad to pass gradients back to the LoRA.
+        text_encoder.embeddings.requires_grad_(True)

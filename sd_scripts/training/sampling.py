@@ -1,0 +1,204 @@
+"""Sample images during training, from an sd-scripts prompt file, with the LoRA being trained applied.
+
+Prompt file: one prompt per line, `#` starts a comment line; options follow the prompt as ` --x value`:
+`--n` negative prompt, `--w` width, `--h` height (rounded down to a multiple of 8, at least 64), `--d` seed,
+`--l` guidance (CFG) scale, `--s` steps (1..1000). Defaults: 512x512, guidance 7.5, 30 steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    KDPM2AncestralDiscreteScheduler,
+    KDPM2DiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+)
+
+from sd_scripts.errors import UserFacingError
+from sd_scripts.models import encode_tokens, tokenize
+
+# sd-scripts' sampler names -> (diffusers scheduler class, extra config). LMS needs scipy, which we do not ship:
+# it is served by Euler, its closest relative.
+SAMPLERS = {
+    "ddim": (DDIMScheduler, {}),
+    "pndm": (PNDMScheduler, {}),
+    "lms": (EulerDiscreteScheduler, {}),
+    "euler": (EulerDiscreteScheduler, {}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {}),
+    "heun": (HeunDiscreteScheduler, {}),
+    "dpm_2": (KDPM2DiscreteScheduler, {}),
+    "dpm_2_a": (KDPM2AncestralDiscreteScheduler, {}),
+    "dpmsolver": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver"}),
+    "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+    "dpmsingle": (DPMSolverSinglestepScheduler, {}),
+}
+
+
+@dataclass
+class SamplePrompt:
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 512
+    height: int = 512
+    seed: int | None = None
+    guidance_scale: float = 7.5
+    steps: int = 30
+
+
+def read_prompt_file(path: str | Path) -> list[SamplePrompt]:
+    """Parse an sd-scripts prompt file (.txt); unknown options are ignored as sd-scripts does."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserFacingError(f"The sample prompt file {path} does not exist; choose an existing .txt file.") from None
+    except UnicodeDecodeError:
+        raise UserFacingError(f"The sample prompt file {path} is not UTF-8 text; save it as UTF-8 and try again.") from None
+    prompts = []
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            prompts.append(parse_prompt_line(line))
+    return prompts
+
+
+def parse_prompt_line(line: str) -> SamplePrompt:
+    text, *options = line.split(" --")
+    sample = SamplePrompt(prompt=text.strip())
+    for option in options:
+        key, _, value = option.strip().partition(" ")
+        value = value.strip()
+        try:
+            if key == "n":
+                sample.negative_prompt = value
+            elif key == "w":
+                sample.width = max(64, int(value) - int(value) % 8)
+            elif key == "h":
+                sample.height = max(64, int(value) - int(value) % 8)
+            elif key == "d":
+                sample.seed = int(value)
+            elif key == "l":
+                sample.guidance_scale = float(value)
+            elif key == "s":
+                sample.steps = min(1000, max(1, int(value)))
+        except ValueError:
+            raise UserFacingError(f"In the sample prompt '{line}', --{key} needs a number; fix that line.") from None
+    return sample
+
+
+def sample_scheduler(sampler: str, v_parameterization: bool):
+    """A diffusers scheduler for sd-scripts' sampler name (`k_` aliases accepted), with SD's noise schedule."""
+    name = sampler.lower().removeprefix("k_")
+    if name not in SAMPLERS:
+        raise UserFacingError(f"The sampler '{sampler}' is unknown; choose one of {', '.join(SAMPLERS)}.")
+    scheduler_class, extra = SAMPLERS[name]
+    return scheduler_class(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        prediction_type="v_prediction" if v_parameterization else "epsilon",
+        **({"clip_sample": False} if scheduler_class is DDIMScheduler else {}),
+        **extra,
+    )
+
+
+@dataclass
+class SampleSettings:
+    sampler: str
+    v2: bool
+    v_parameterization: bool
+    clip_skip: int | None
+    max_token_length: int | None
+    default_seed: int | None
+
+
+def generate_samples(
+    prompts: list[SamplePrompt],
+    *,
+    unet,
+    vae,
+    text_encoder,
+    tokenizer,
+    settings: SampleSettings,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+    folder: Path,
+    file_stem: str,
+) -> list[tuple[Path, str]]:
+    """Render every prompt with the current (LoRA-wrapped) modules; returns (png path, prompt) pairs.
+
+    The modules are switched to eval mode for the duration and back afterwards. A seed is taken from the prompt,
+    else derived from the run's seed, so the same prompt gives comparable images through the run.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    pipeline = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sample_scheduler(settings.sampler, settings.v_parameterization),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    modes = [(module, module.training) for module in (unet, vae, text_encoder)]
+    for module, _ in modes:
+        module.eval()
+    made = []
+    try:
+        for index, sample in enumerate(prompts):
+            seed = sample.seed if sample.seed is not None else (settings.default_seed or 0) + index
+            with torch.no_grad(), autocast():
+                prompt_embeds = _encode(sample.prompt, text_encoder, tokenizer, settings)
+                negative_embeds = _encode(sample.negative_prompt, text_encoder, tokenizer, settings)
+                image = pipeline(
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_embeds,
+                    width=sample.width,
+                    height=sample.height,
+                    num_inference_steps=sample.steps,
+                    guidance_scale=sample.guidance_scale,
+                    generator=torch.Generator("cpu").manual_seed(seed),
+                ).images[0]
+            path = folder / f"{file_stem}_{index:02d}_{seed}.png"
+            _save_png_atomically(image, path)
+            made.append((path, sample.prompt))
+    finally:
+        for module, was_training in modes:
+            module.train(was_training)
+    return made
+
+
+def _encode(text: str, text_encoder, tokenizer, settings: SampleSettings) -> torch.Tensor:
+    ids = tokenize(tokenizer, [text], settings.max_token_length, settings.v2).to(text_encoder.device)
+    return encode_tokens(text_encoder, ids, clip_skip=settings.clip_skip, max_token_length=settings.max_token_length,
+                         v2=settings.v2)
+
+
+def _save_png_atomically(image, path: Path) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            image.save(stream, format="PNG")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+

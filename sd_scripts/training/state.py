@@ -1,0 +1,135 @@
+"""A resumable training state: everything needed to continue a run exactly where it stopped.
+
+A state is a folder beside the LoRA (`<name>-000002-state`, `<name>-step00000120-state`) holding the network
+weights, the optimizer and learning-rate schedule states, every random number generator and the position in the
+run. It is written to a temporary folder first and renamed into place, and read back with
+`torch.load(weights_only=True)` only, so a state folder from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy
+import torch
+from safetensors.torch import save_file
+
+from sd_scripts.errors import UserFacingError
+
+STATE_FORMAT = 1
+POSITION_FILE = "train_state.json"
+NETWORK_FILE = "network.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "lr_scheduler.pt"
+RANDOM_FILE = "random_states.pt"
+
+
+@dataclass
+class RunPosition:
+    """Where a run stands: `epoch` is the 1-based epoch to continue in, `batches_done` how many of its batches are used."""
+
+    global_step: int
+    epoch: int
+    batches_done: int
+    total_steps: int
+
+
+def save_training_state(
+    state_dir: Path,
+    *,
+    network_state: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    noise_generator: torch.Generator,
+    position: RunPosition,
+) -> Path:
+    """Write the state folder atomically; refuses to replace an existing folder."""
+    state_dir = Path(state_dir)
+    if state_dir.exists():
+        raise UserFacingError(f"The state folder {state_dir} already exists; move it away or choose another output name.")
+    temporary = Path(tempfile.mkdtemp(prefix=f".{state_dir.name}-", dir=state_dir.parent))
+    try:
+        save_file({name: tensor.detach().contiguous().cpu() for name, tensor in network_state.items()},
+                  str(temporary / NETWORK_FILE))
+        torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
+        torch.save(lr_scheduler.state_dict(), temporary / SCHEDULER_FILE)
+        torch.save(_random_states(noise_generator), temporary / RANDOM_FILE)
+        (temporary / POSITION_FILE).write_text(json.dumps({"format": STATE_FORMAT, **asdict(position)}, indent=2))
+        for child in temporary.iterdir():
+            child.chmod(0o644)
+        temporary.chmod(0o755)
+        os.replace(temporary, state_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return state_dir
+
+
+def read_position(state_dir: Path) -> RunPosition:
+    """Read only the position, to plan the rest of the run before the heavy parts are loaded."""
+    state_dir = Path(state_dir)
+    position_file = state_dir / POSITION_FILE
+    if not position_file.is_file():
+        raise UserFacingError(
+            f"{state_dir} is not a training state folder (it has no {POSITION_FILE}); choose a folder ending in -state."
+        )
+    data = json.loads(position_file.read_text())
+    if data.get("format") != STATE_FORMAT:
+        raise UserFacingError(f"The training state in {state_dir} was written by another version; start a new training.")
+    return RunPosition(data["global_step"], data["epoch"], data["batches_done"], data["total_steps"])
+
+
+def load_training_state(
+    state_dir: Path,
+    *,
+    network,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict:
+    """Restore the weights, optimizer and schedule of a state into freshly built objects.
+
+    Returns the saved random number generator states: the loop applies them with `restore_random_states` at the
+    point of the run where they were taken (after the epoch's batch order is drawn).
+    """
+    state_dir = Path(state_dir)
+    read_position(state_dir)
+    network.load_weights(str(state_dir / NETWORK_FILE))
+    try:
+        optimizer.load_state_dict(torch.load(state_dir / OPTIMIZER_FILE, weights_only=True))
+    except (ValueError, KeyError):
+        raise UserFacingError(
+            f"The optimizer state in {state_dir} does not fit these settings (another optimizer or network size?); "
+            "resume with the settings of the interrupted run."
+        ) from None
+    lr_scheduler.load_state_dict(torch.load(state_dir / SCHEDULER_FILE, weights_only=True))
+    return torch.load(state_dir / RANDOM_FILE, weights_only=True)
+
+
+def _random_states(noise_generator: torch.Generator) -> dict:
+    python_state = random.getstate()
+    numpy_state = numpy.random.get_state()
+    return {
+        "python": [python_state[0], list(python_state[1]), python_state[2]],
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(numpy.int64)), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "noise": noise_generator.get_state(),
+    }
+
+
+def restore_random_states(states: dict, noise_generator: torch.Generator) -> None:
+    """Put Python's, numpy's, torch's (and CUDA's) generators and the noise generator back where they were."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached_gaussian = states["numpy"]
+    numpy.random.set_state((name, keys.numpy().astype(numpy.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    noise_generator.set_state(states["noise"])

@@ -1,0 +1,58 @@
+"""The loss of one batch, from latents and text embeddings: noise, noisy latents, U-Net prediction, weighted MSE.
+
+Shared by the training loop and the benchmark, so the benchmark measures exactly what training runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from diffusers import DDPMScheduler
+
+from sd_scripts.training.loss import diffusion_loss, signal_to_noise_ratio, training_target
+from sd_scripts.training.noise import make_noise, sample_timesteps
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    v_parameterization: bool = False
+    noise_offset: float | None = None
+    multires_noise_iterations: int | None = None
+    multires_noise_discount: float = 0.3
+    min_snr_gamma: float | None = None
+
+
+def unet_loss(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler,
+    latents: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    loss_weights: torch.Tensor,
+    generator: torch.Generator,
+    settings: NoiseSettings,
+    autocast: Callable[[], contextlib.AbstractContextManager],
+) -> torch.Tensor:
+    """Noise `latents` (already scaled) at random timesteps and score the U-Net's prediction of the target."""
+    noise = make_noise(
+        latents,
+        generator,
+        noise_offset=settings.noise_offset,
+        multires_iterations=settings.multires_noise_iterations,
+        multires_discount=settings.multires_noise_discount,
+    )
+    timesteps = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, generator).to(latents.device)
+    noisy_latents = scheduler.add_noise(latents, noise, timesteps)
+    with autocast():
+        prediction = unet(noisy_latents, timesteps, text_embeddings).sample
+    target = training_target(scheduler, latents, noise, timesteps, settings.v_parameterization)
+    return diffusion_loss(
+        prediction,
+        target,
+        loss_weights=loss_weights,
+        snr=signal_to_noise_ratio(scheduler, timesteps),
+        min_snr_gamma=settings.min_snr_gamma,
+        v_parameterization=settings.v_parameterization,
+    )

@@ -1,0 +1,99 @@
+"""Checks on the settings before anything heavy is loaded, each failing with one sentence the user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAVE_FORMATS, SAVE_PRECISIONS, TrainArgs
+from sd_scripts.errors import UserFacingError
+
+SUPPORTED_NETWORK_MODULES = ("networks.lora",)
+NETWORK_ARG_NAMES = ("conv_dim", "conv_alpha")
+
+
+def validate_args(args: TrainArgs) -> None:
+    """Raise UserFacingError for the first setting that cannot work."""
+    if not args.pretrained_model_name_or_path:
+        raise UserFacingError("No base model is set; choose the Stable Diffusion model file to train on.")
+    if not args.train_data_dir and not args.dataset_config:
+        raise UserFacingError("No image folder is set; choose the folder that holds your N_name image folders.")
+    if not args.output_dir:
+        raise UserFacingError("No output folder is set; choose where the LoRA should be saved.")
+    _check_choice("lr_scheduler", args.lr_scheduler, LR_SCHEDULERS)
+    _check_choice("mixed_precision", args.mixed_precision, MIXED_PRECISIONS)
+    _check_choice("save_model_as", args.save_model_as, SAVE_FORMATS)
+    if args.save_precision is not None:
+        _check_choice("save_precision", args.save_precision, SAVE_PRECISIONS)
+    if args.network_module not in SUPPORTED_NETWORK_MODULES:
+        raise UserFacingError(
+            f"The network type '{args.network_module}' is not supported yet; use networks.lora (LoRA, or LoCon with conv_dim)."
+        )
+    is_adafactor = args.optimizer_type.strip().lower() == "adafactor"
+    if args.learning_rate <= 0 and not is_adafactor:
+        raise UserFacingError(f"The learning rate is {args.learning_rate}; it must be above 0, for a LoRA usually 1e-4.")
+    for name in ("unet_lr", "text_encoder_lr"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise UserFacingError(f"{name} is {value}; it must be 0 (do not train that part) or more.")
+    if args.network_train_unet_only and args.network_train_text_encoder_only:
+        raise UserFacingError("Training only the U-Net and only the text encoder at once is impossible; choose one.")
+    if args.cache_latents or args.cache_latents_to_disk:
+        if args.color_aug:
+            raise UserFacingError("Color augmentation cannot be used with cached latents; turn one of them off.")
+        if args.random_crop:
+            raise UserFacingError("Random crop cannot be used with cached latents; turn one of them off.")
+    _check_at_least("max_train_steps", args.max_train_steps, 1)
+    _check_at_least("max_train_epochs", args.max_train_epochs, 1)
+    _check_at_least("train_batch_size", args.train_batch_size, 1)
+    _check_at_least("gradient_accumulation_steps", args.gradient_accumulation_steps, 1)
+    _check_at_least("network_dim", args.network_dim, 1)
+    _check_at_least("clip_skip", args.clip_skip, 1)
+    _check_at_least("save_every_n_epochs", args.save_every_n_epochs, 1)
+    _check_at_least("save_every_n_steps", args.save_every_n_steps, 1)
+    _check_at_least("save_last_n_epochs", args.save_last_n_epochs, 1)
+    _check_at_least("sample_every_n_epochs", args.sample_every_n_epochs, 1)
+    _check_at_least("sample_every_n_steps", args.sample_every_n_steps, 1)
+    if args.network_alpha < 0:
+        raise UserFacingError(f"network_alpha is {args.network_alpha}; it must be 0 or more (often 1 or half the dim).")
+    if args.max_token_length not in (None, 75, 150, 225):
+        raise UserFacingError(f"max_token_length is {args.max_token_length}; choose 75, 150 or 225.")
+    if args.min_snr_gamma is not None and args.min_snr_gamma <= 0:
+        raise UserFacingError(f"min_snr_gamma is {args.min_snr_gamma}; it must be above 0 (5 is usual) or unset.")
+    if args.noise_offset is not None and args.noise_offset < 0:
+        raise UserFacingError(f"noise_offset is {args.noise_offset}; it must be 0 or more (0.05 to 0.1 is usual).")
+    if args.max_grad_norm < 0:
+        raise UserFacingError(f"max_grad_norm is {args.max_grad_norm}; it must be 0 (no clipping) or more.")
+    for name in ("network_weights", "sample_prompts"):
+        value = getattr(args, name)
+        if value and not Path(value).is_file():
+            raise UserFacingError(f"The {name.replace('_', ' ')} file {value} does not exist; check the path.")
+    if args.resume and not Path(args.resume).is_dir():
+        raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
+    parse_network_args(args.network_args)
+
+
+def parse_network_args(items: list[str]) -> dict[str, float | int]:
+    """The `network_args` networks.lora understands: conv_dim=N and conv_alpha=X (LoCon)."""
+    options: dict[str, float | int] = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals or key not in NETWORK_ARG_NAMES:
+            raise UserFacingError(
+                f"The network option '{item}' is not supported; networks.lora accepts conv_dim=N and conv_alpha=X."
+            )
+        try:
+            options[key] = int(value) if key == "conv_dim" else float(value)
+        except ValueError:
+            raise UserFacingError(f"The network option '{item}' needs a number after '='; fix it, e.g. {key}=4.") from None
+    return options
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserFacingError(f"{name} is '{value}', which is not one of {', '.join(choices)}; choose one of those.")
+
+
+def _check_at_least(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and value < minimum:
+        raise UserFacingError(f"{name} is {value}; it must be at least {minimum}.")
