@@ -17,6 +17,7 @@ class SummaryRow:
 
 
 SummaryAction = Literal["start", "save", "cancel"] | tuple[Literal["edit"], str]
+ReportAction = Literal["start", "back", "cancel"]
 
 
 class Asker(Protocol):
@@ -37,3 +38,36 @@ class Asker(Protocol):
 
     def confirm(self, title: str, message: str) -> bool:
         """A yes/no that is not a config question (e.g. "overwrite this file?")."""
+
+    def report(self, title: str, text: str, *, can_start: bool = True) -> ReportAction:
+        """A long read-only report (the pre-flight check); return "start", "back" (to the settings) or "cancel".
+
+        Lines of `text` that hold tabs are table rows: the asker lines up their cells (see `line_up_columns`).
+        Without `can_start` the report explains why training cannot start, and only Back and Cancel are offered.
+        """
+
+
+def line_up_columns(text: str, gap: int = 2) -> str:
+    """Tabbed table rows as space-padded columns, for a fixed-width terminal or a log file.
+
+    Each run of consecutive tabbed lines is one table; cells that start with a digit are right-aligned.
+    """
+    lines = text.split("\n")
+    result: list[str] = []
+    start = 0
+    while start < len(lines):
+        end = start
+        while end < len(lines) and "\t" in lines[end]:
+            end += 1
+        if end == start:
+            result.append(lines[start])
+            start += 1
+            continue
+        rows = [line.split("\t") for line in lines[start:end]]
+        widths = [max(len(row[column]) for row in rows if column < len(row)) for column in range(max(map(len, rows)))]
+        for row in rows:
+            cells = [cell.rjust(widths[column]) if cell[:1].isdigit() else cell.ljust(widths[column])
+                     for column, cell in enumerate(row)]
+            result.append((" " * gap).join(cells).rstrip())
+        start = end
+    return "\n".join(result)

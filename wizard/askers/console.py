@@ -10,7 +10,7 @@ import sys
 import textwrap
 from typing import Any, TextIO
 
-from wizard.askers.base import SummaryAction, SummaryRow
+from wizard.askers.base import ReportAction, SummaryAction, SummaryRow, line_up_columns
 from wizard.question import BACK, CANCEL, Question
 from wizard.summary import format_value
 
@@ -105,6 +105,24 @@ class ConsoleAsker:
             if answer in _NO:
                 return False
             self._say("!! Type y or n.")
+
+    def report(self, title: str, text: str, *, can_start: bool = True) -> ReportAction:
+        self._say("")
+        self._say(f"=== {title} ===")
+        self._say(line_up_columns(text))
+        choices = {"b": "back", "back": "back", "c": "cancel", "cancel": "cancel", "q": "cancel", "quit": "cancel"}
+        prompt = "b = back to the settings, c = cancel > "
+        if can_start:
+            choices.update({"s": "start", "start": "start"})
+            prompt = "s = start training, " + prompt
+        while True:
+            line = self._read(prompt)
+            if line is None:
+                return "cancel"
+            answer = choices.get(line.strip().lower())
+            if answer is not None:
+                return answer
+            self._say("!! Type " + ("s, b or c." if can_start else "b or c."))
 
     # --- helpers ----------------------------------------------------------------------------------------------
 

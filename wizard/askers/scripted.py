@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wizard.askers.base import SummaryAction, SummaryRow
+from wizard.askers.base import ReportAction, SummaryAction, SummaryRow
 from wizard.question import Question
 
 
@@ -24,6 +24,7 @@ class ScriptedAsker:
                       "one answer per asking", a question of kind "list" gets its value wrapped: {"tags": [["a", "b"]]}.
     summary_actions:  what to press on each summary, in order; "start" once the list is used up.
     confirms:         answers to yes/no confirmations that are not config questions, in order; no once used up.
+    report_actions:   what to press on each report, in order; then "start" (or "cancel" when start is not offered).
     """
 
     def __init__(
@@ -31,16 +32,19 @@ class ScriptedAsker:
         answers: dict[str, Any] | None = None,
         summary_actions: list[SummaryAction] | None = None,
         confirms: list[bool] | None = None,
+        report_actions: list[ReportAction] | None = None,
     ) -> None:
         self._answers = {qid: list(value) if isinstance(value, list) else [value]
                          for qid, value in (answers or {}).items()}
         self._summary_actions = list(summary_actions or [])
         self._confirms = list(confirms or [])
+        self._report_actions = list(report_actions or [])
         self.asked: list[str] = []  # question ids in the order they were shown
         self.defaults: dict[str, Any] = {}  # question id -> the default shown the last time it was asked
         self.errors: list[tuple[str, str]] = []  # (question id, validation sentence shown)
         self.summaries: list[list[SummaryRow]] = []  # rows of every summary shown
         self.messages: list[tuple[str, str, str]] = []  # ("info" | "error" | "confirm", title, message)
+        self.reports: list[tuple[str, str, bool]] = []  # (title, text, can_start) of every report shown
 
     def ask(self, question: Question, default: Any, *, can_go_back: bool, error: str | None = None) -> Any:
         self.asked.append(question.id)
@@ -69,3 +73,12 @@ class ScriptedAsker:
     def confirm(self, title: str, message: str) -> bool:
         self.messages.append(("confirm", title, message))
         return self._confirms.pop(0) if self._confirms else False
+
+    def report(self, title: str, text: str, *, can_start: bool = True) -> ReportAction:
+        self.reports.append((title, text, can_start))
+        if self._report_actions:
+            action = self._report_actions.pop(0)
+            if action == "start" and not can_start:
+                raise ScriptExhausted(f"The script presses Start on a report that does not offer it: {text}")
+            return action
+        return "start" if can_start else "cancel"

@@ -20,7 +20,8 @@ from tkinter import filedialog, messagebox, ttk
 from tkinter import font as tkfont
 from typing import Any
 
-from wizard.askers.base import SummaryAction, SummaryRow
+from wizard.askers.base import ReportAction, SummaryAction, SummaryRow
+from wizard.askers.tk_report import show_report
 from wizard.askers.tk_widgets import (
     BadAnswer,
     ButtonSpecs,
@@ -106,6 +107,9 @@ class TkAsker:
 
     def error(self, title: str, message: str) -> None:
         messagebox.showerror(title, message, parent=self.root)
+
+    def report(self, title: str, text: str, *, can_start: bool = True) -> ReportAction:
+        return show_report(self.root, title, text, can_start=can_start)
 
     def confirm(self, title: str, message: str) -> bool:
         return bool(messagebox.askyesno(title, message, parent=self.root))

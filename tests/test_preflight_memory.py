@@ -1,0 +1,94 @@
+"""The memory estimate: it moves the right way with every setting, meets its calibration figures, and counts the
+LoRA's parameters exactly as our network builds them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from test_preflight_fixtures import tiny_model  # noqa: F401  (fixture)
+from wizard.memory_estimate import SD1, SD2, LoraShape, TrainingSetup, estimate_training_memory, model_size
+
+PUBLISHED = TrainingSetup(resolution=(512, 512), batch_size=1, mixed_precision="fp16", gradient_checkpointing=True,
+                          cache_latents=True, optimizer="AdamW8bit", lora=LoraShape(dim=32), on_gpu=True)
+
+
+def total(setup: TrainingSetup, size=SD1) -> float:
+    return estimate_training_memory(setup, size).total_gb
+
+
+def test_more_pixels_or_a_bigger_batch_need_more_memory():
+    sizes = [total(replace(PUBLISHED, resolution=(r, r))) for r in (256, 512, 768, 1024)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    batches = [total(replace(PUBLISHED, batch_size=b)) for b in (1, 2, 4)]
+    assert batches == sorted(batches) and len(set(batches)) == 3
+
+
+@pytest.mark.parametrize(("saving", "costly"), [
+    ({"gradient_checkpointing": True}, {"gradient_checkpointing": False}),
+    ({"cache_latents": True}, {"cache_latents": False}),
+    ({"optimizer": "AdamW8bit"}, {"optimizer": "AdamW"}),
+    ({"mixed_precision": "fp16"}, {"mixed_precision": "no"}),
+    ({"lora": LoraShape(dim=8)}, {"lora": LoraShape(dim=128)}),
+])
+def test_each_memory_saver_saves(saving, costly):
+    assert total(replace(PUBLISHED, **saving)) < total(replace(PUBLISHED, **costly))
+
+
+def test_the_calibration_figures_are_met():
+    # Published for sd-scripts: SD1.5 LoRA 512 px, fp16, cached latents, AdamW8bit: ~6 GB with checkpointing,
+    # 7-8 GB without.
+    assert total(PUBLISHED) == pytest.approx(6.0, abs=0.3)
+    assert 7.0 <= total(replace(PUBLISHED, gradient_checkpointing=False)) <= 8.0
+    # Measured (feasibility.md §3): the U-Net alone in fp32 on a CPU with a rank-4 LoRA.
+    unet_only = replace(SD1, text_encoder_params=0)
+    cpu = TrainingSetup(resolution=(512, 512), batch_size=1, mixed_precision="no", gradient_checkpointing=False,
+                        cache_latents=True, optimizer="AdamW", lora=LoraShape(dim=4, train_text_encoder=False),
+                        on_gpu=False)
+    assert total(cpu, unet_only) == pytest.approx(7.5, abs=0.3)
+    assert total(replace(cpu, gradient_checkpointing=True), unet_only) == pytest.approx(5.6, abs=0.3)
+    assert total(replace(cpu, resolution=(256, 256)), unet_only) == pytest.approx(4.8, abs=0.3)
+
+
+def test_sd2_needs_more_than_sd1_for_its_bigger_text_encoder():
+    assert total(PUBLISHED, SD2) > total(PUBLISHED, SD1)
+
+
+def test_lora_file_size_matches_the_well_known_sizes():
+    # An SD1.5 LoRA of rank 32 saved in fp16 is about 37 MB; rank 128 about 147 MB.
+    assert LoraShape(dim=32).file_bytes(SD1, "fp16") / 1e6 == pytest.approx(37.9, abs=0.5)
+    assert LoraShape(dim=128).file_bytes(SD1, "fp16") / 1e6 == pytest.approx(151.1, abs=1)
+
+
+def test_the_per_rank_sums_are_those_of_our_network_on_the_real_configs():
+    torch = pytest.importorskip("torch")
+    from accelerate import init_empty_weights
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sd_scripts.models.shipped_assets import component_config
+    from sd_scripts.networks.lora import LoRANetwork
+
+    torch.set_num_threads(1)
+    for version, size in (("sd_v1", SD1), ("sd_v2", SD2)):
+        unet_config = dict(component_config(version, "unet"), use_linear_projection=False)  # as our loader
+        with init_empty_weights():
+            unet = UNet2DConditionModel.from_config(unet_config)
+            text_encoder = CLIPTextModel(CLIPTextConfig(**component_config(version, "text_encoder")))
+        for shape in (LoraShape(dim=1), LoraShape(dim=2, conv_dim=3), LoraShape(dim=4, train_text_encoder=False)):
+            network = LoRANetwork(text_encoder, unet, dim=shape.dim, conv_dim=shape.conv_dim,
+                                  train_text_encoder=shape.train_text_encoder)
+            counted = sum(parameter.numel() for name, parameter in network.named_parameters())
+            assert shape.parameters(size) == counted, (version, shape)
+            assert shape.modules(size) == len(network.loras)
+        assert sum(p.numel() for p in unet.parameters()) == size.unet_params
+        assert sum(p.numel() for p in text_encoder.parameters()) == size.text_encoder_params
+
+
+def test_a_model_file_is_measured_from_its_header(tiny_model, tmp_path):
+    tiny = model_size(str(tiny_model), v2=False)
+    assert tiny.family == "sd_v1" and 0 < tiny.unet_params < SD1.unet_params / 100
+    assert tiny.activation_scale < 0.1  # a tiny U-Net keeps tiny activations
+    assert model_size(None, v2=True) == SD2
+    assert model_size(str(tmp_path / "missing.safetensors"), v2=False) == SD1

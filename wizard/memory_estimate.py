@@ -1,0 +1,247 @@
+"""How much GPU (or, without one, system) memory a LoRA training needs: an estimate, ±30%, from a written-out formula.
+
+    total = frozen weights + LoRA training state + activations + runtime
+
+* frozen weights: the U-Net and the text encoder, plus the VAE unless the latents are cached, in the weight dtype
+  (2 bytes with fp16/bf16 mixed precision, 4 bytes in fp32). The parameter counts are read from the model file's
+  header when it is a `.safetensors` file, else taken from the family (SD1: U-Net 860M, text encoder 123M, VAE 84M;
+  SD2: U-Net 866M, text encoder 340M with its 23 layers, VAE 84M).
+* LoRA training state: the LoRA's parameters (rank x the summed in+out widths of the modules it wraps, see
+  `ModelSize`) x (4 bytes of fp32 weight + 4 of gradient + the optimizer's state bytes: AdamW keeps two fp32 states,
+  8 bytes; AdamW8bit two 8-bit ones, about 2 bytes).
+* activations: what the U-Net keeps for the backward pass, proportional to the image area and the batch size:
+  ACTIVATION_GB_PER_MEGAPIXEL per sample in fp32, x MIXED_PRECISION_FACTOR with fp16/bf16 (not 0.5: norms and
+  softmax stay fp32 under autocast), x CHECKPOINTING_FACTOR with gradient checkpointing. The trainer always uses
+  SDPA or xformers attention, so no term grows with the square of the image area.
+* runtime: the libraries, the CUDA context, cuDNN/cuBLAS workspaces and the caching allocator's reserve.
+
+The constants are calibrated on two sets of figures. Measured (reference/feasibility.md §3): a full SD1.5 U-Net in
+fp32 on a CPU with a LoRA peaks at 7.5 GB at 512 px (5.6 GB with gradient checkpointing) and 4.8 GB at 256 px.
+Published for kohya sd-scripts: an SD1.5 LoRA at 512 px, batch 1, fp16, SDPA/xformers, cached latents, gradient
+checkpointing and AdamW8bit takes about 6 GB of GPU memory, 7-8 GB without checkpointing. The formula gives 7.5,
+5.6, 4.8, 6.0 and 7.5 GB for these. A GB here is 1024^3 bytes, as nvidia-smi and Windows count it.
+
+This module imports no torch: it runs before training, while the user still decides.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+GB = 1024**3
+
+ACTIVATION_GB_PER_MEGAPIXEL = 13.7  # fp32, batch 1, no checkpointing: 3.6 GB at 512x512 (7.5 GB peak - weights)
+CHECKPOINTING_FACTOR = 0.47  # 1.7 GB instead of 3.6 GB at 512 px, measured
+MIXED_PRECISION_FACTOR = 0.8  # fits the published fp16 figures with and without checkpointing
+RUNTIME_GB = {"gpu": 2.6, "cpu": 0.7}  # CUDA context + workspaces + allocator reserve; torch & co. on a CPU
+
+WEIGHT_BYTES = {"no": 4, "fp16": 2, "bf16": 2}
+SAVE_BYTES = {"fp16": 2, "bf16": 2, "float": 4}
+# Bytes of optimizer state per trained parameter (on top of the 4-byte fp32 weight and the 4-byte gradient).
+OPTIMIZER_STATE_BYTES = {
+    "AdamW": 8, "AdamW8bit": 2, "Lion": 4, "Lion8bit": 1, "SGDNesterov": 4, "SGDNesterov8bit": 1,
+    "DAdaptation": 12, "DAdaptAdam": 12, "DAdaptLion": 8, "DAdaptSGD": 8, "Prodigy": 16, "AdaFactor": 4,
+}
+SAFETENSORS_BYTES_PER_MODULE = 3 * 150  # header entries of lora_down, lora_up and alpha
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """Parameter counts of a base model and of the LoRA modules the trainer wraps in it, per unit of rank.
+
+    A wrapped Linear or 1x1 conv of in -> out features adds rank x (in + out) parameters; a 3x3 conv adds
+    rank x (in x 9 + out). The sums below are those of sd-scripts' networks.lora targets (counted from our
+    `LoRANetwork` on the shipped configs; a test recounts them).
+    """
+
+    family: str  # "sd_v1" | "sd_v2"
+    unet_params: int
+    text_encoder_params: int
+    vae_params: int
+    text_encoder_lora_per_rank: int  # CLIPAttention + CLIPMLP Linears
+    unet_lora_per_rank: int  # Linears and 1x1 convs inside the Transformer2DModels
+    locon_linear_per_rank: int  # with conv_dim: time_emb_proj and 1x1 conv_shortcut of the ResNet blocks, at dim
+    locon_conv_per_rank: int  # with conv_dim: the 3x3 convs of ResNet blocks, down- and upsamplers, at conv_dim
+    text_encoder_modules: int
+    unet_modules: int
+    locon_modules: int
+    activation_scale: float = 1.0  # this U-Net's width relative to the family's (1.0 for real SD models)
+
+
+SD1 = ModelSize("sd_v1", 859_520_964, 123_060_480, 83_653_863, 165_888, 423_936, 82_880, 544_000, 72, 192, 86)
+SD2 = ModelSize("sd_v2", 865_910_724, 340_387_840, 83_653_863, 423_936, 432_128, 82_880, 544_000, 138, 192, 86)
+FAMILIES = {"sd_v1": SD1, "sd_v2": SD2}
+
+# Key prefixes of a single-file (LDM layout) checkpoint.
+UNET_KEYS, VAE_KEYS, TEXT_KEYS, SD2_TEXT_KEYS = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.", \
+    "cond_stage_model.model."
+
+
+def model_size(base_model: str | None, v2: bool) -> ModelSize:
+    """The sizes of this model: counted from a `.safetensors` header, else the family's (v2 picks SD2).
+
+    A file whose U-Net is much smaller than the family's (the demo's tiny model) gets its LoRA widths and
+    activations scaled by the square root of the parameter ratio, since parameters grow with the square of a width.
+    """
+    family = SD2 if v2 else SD1
+    is_safetensors = bool(base_model) and Path(base_model).suffix.lower() == ".safetensors"
+    counts = _count_parameters(Path(base_model)) if is_safetensors else None
+    if counts is None:
+        return family
+    unet, text_encoder, vae, is_sd2 = counts
+    family = SD2 if is_sd2 else SD1
+    unet_width = math.sqrt(unet / family.unet_params)
+    text_width = math.sqrt(text_encoder / family.text_encoder_params)
+    if abs(unet_width - 1) < 0.1 and abs(text_width - 1) < 0.1:
+        return replace(family, unet_params=unet, text_encoder_params=text_encoder, vae_params=vae)
+    return replace(
+        family,
+        unet_params=unet,
+        text_encoder_params=text_encoder,
+        vae_params=vae,
+        text_encoder_lora_per_rank=round(family.text_encoder_lora_per_rank * text_width),
+        unet_lora_per_rank=round(family.unet_lora_per_rank * unet_width),
+        locon_linear_per_rank=round(family.locon_linear_per_rank * unet_width),
+        locon_conv_per_rank=round(family.locon_conv_per_rank * unet_width),
+        activation_scale=unet_width,
+    )
+
+
+def _count_parameters(path: Path) -> tuple[int, int, int, bool] | None:
+    """(U-Net, text encoder, VAE parameters, is SD2) from the file's header, None when it is not a readable one."""
+    totals = {UNET_KEYS: 0, TEXT_KEYS: 0, VAE_KEYS: 0}
+    is_sd2 = False
+    try:
+        with safe_open(str(path), framework="numpy") as checkpoint:
+            for key in checkpoint.keys():
+                prefix = next((p for p in totals if key.startswith(p)), None)
+                if prefix is not None:
+                    totals[prefix] += math.prod(checkpoint.get_slice(key).get_shape())
+                is_sd2 = is_sd2 or key.startswith(SD2_TEXT_KEYS)
+    except (OSError, SafetensorError):
+        return None
+    if not totals[UNET_KEYS] or not totals[TEXT_KEYS]:
+        return None
+    return totals[UNET_KEYS], totals[TEXT_KEYS], totals[VAE_KEYS], is_sd2
+
+
+@dataclass(frozen=True)
+class LoraShape:
+    """What is trained: rank and conv rank, and which of the two models get LoRA modules."""
+
+    dim: int
+    conv_dim: int | None = None
+    train_unet: bool = True
+    train_text_encoder: bool = True
+
+    def parameters(self, size: ModelSize) -> int:
+        count = 0
+        if self.train_text_encoder:
+            count += self.dim * size.text_encoder_lora_per_rank
+        if self.train_unet:
+            count += self.dim * size.unet_lora_per_rank
+            if self.conv_dim:
+                count += self.dim * size.locon_linear_per_rank + self.conv_dim * size.locon_conv_per_rank
+        return count
+
+    def modules(self, size: ModelSize) -> int:
+        count = size.text_encoder_modules if self.train_text_encoder else 0
+        if self.train_unet:
+            count += size.unet_modules + (size.locon_modules if self.conv_dim else 0)
+        return count
+
+    def file_bytes(self, size: ModelSize, save_precision: str) -> int:
+        """The size of the saved LoRA file: its weights in the save precision plus the safetensors header."""
+        return self.parameters(size) * SAVE_BYTES.get(save_precision, 4) + self.modules(size) * (
+            SAFETENSORS_BYTES_PER_MODULE + 4)
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The settings that decide the memory of a run."""
+
+    resolution: tuple[int, int]  # (width, height) of the largest training size
+    batch_size: int
+    mixed_precision: str  # "no" | "fp16" | "bf16", as the trainer will run it on this machine
+    gradient_checkpointing: bool
+    cache_latents: bool
+    optimizer: str  # sd-scripts' name, e.g. "AdamW8bit"
+    lora: LoraShape
+    on_gpu: bool
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """The estimate in GB, by part, so the report can say where the memory goes."""
+
+    frozen_weights_gb: float
+    lora_training_gb: float
+    activations_gb: float
+    runtime_gb: float
+
+    @property
+    def total_gb(self) -> float:
+        return self.frozen_weights_gb + self.lora_training_gb + self.activations_gb + self.runtime_gb
+
+
+def estimate_training_memory(setup: TrainingSetup, size: ModelSize = SD1) -> MemoryEstimate:
+    """The peak memory of one training step, ±30% (see the module's docstring for the formula)."""
+    weight_bytes = WEIGHT_BYTES[setup.mixed_precision]
+    frozen = size.unet_params + size.text_encoder_params + (0 if setup.cache_latents else size.vae_params)
+    lora_bytes_per_parameter = 4 + 4 + OPTIMIZER_STATE_BYTES.get(setup.optimizer, 8)
+    megapixels = setup.resolution[0] * setup.resolution[1] / 1e6
+    activations = ACTIVATION_GB_PER_MEGAPIXEL * megapixels * setup.batch_size * size.activation_scale
+    if setup.mixed_precision != "no":
+        activations *= MIXED_PRECISION_FACTOR
+    if setup.gradient_checkpointing:
+        activations *= CHECKPOINTING_FACTOR
+    return MemoryEstimate(
+        frozen_weights_gb=frozen * weight_bytes / GB,
+        lora_training_gb=setup.lora.parameters(size) * lora_bytes_per_parameter / GB,
+        activations_gb=activations,
+        runtime_gb=RUNTIME_GB["gpu" if setup.on_gpu else "cpu"],
+    )
+
+
+@dataclass(frozen=True)
+class GpuMemory:
+    """The first NVIDIA GPU (the one training uses) as nvidia-smi reports it, in GB."""
+
+    name: str
+    total_gb: float
+    used_gb: float
+
+    @property
+    def free_gb(self) -> float:
+        return self.total_gb - self.used_gb
+
+
+def read_gpu_memory(timeout_s: float = 10.0) -> GpuMemory | None:
+    """Ask nvidia-smi (no torch needed); None when there is no NVIDIA GPU or its tool does not answer."""
+    try:
+        answer = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total,memory.used,name", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=timeout_s,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if answer.returncode != 0:
+        return None
+    return parse_nvidia_smi(answer.stdout)
+
+
+def parse_nvidia_smi(output: str) -> GpuMemory | None:
+    """The first line of `memory.total, memory.used, name` in MiB; None when it cannot be read."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return None
+    total, used, name = (part.strip() for part in lines[0].split(",", 2))
+    try:
+        return GpuMemory(name=name, total_gb=float(total) / 1024, used_gb=float(used) / 1024)
+    except ValueError:
+        return None
