@@ -1,8 +1,9 @@
 """The questions of the wizard, as data: one module per topic, composed here into the flows `wizard.app` walks.
 
-"start" decides what the session does (queue, load, save); "train" fills every setting of one training, in the
-order the popups of the seed tool asked them: the paths first, the model, the dataset, the network, the optimizer,
-the schedule, saving and test images.
+"what_to_do" holds the entries of the first popup (train, queue, demo, the side tools); "queue" asks for the queue's
+folder; "start" holds the starter questions of a training (load saved settings, or save these ones); "train" fills
+every setting of one training, in the order the popups of the seed tool asked them: the paths first, the model, the
+dataset, the network, the optimizer, the schedule, saving and test images.
 """
 
 from wizard.question import Question
@@ -10,6 +11,8 @@ from wizard.question import Question
 from questions import dataset, model, network, optimizer, precision, sampling, saving, schedule, start
 
 FLOWS: dict[str, list[Question]] = {
+    "what_to_do": start.CHOICES,
+    "queue": start.QUEUE_QUESTIONS,
     "start": start.QUESTIONS,
     "train": (
         model.PATH_QUESTIONS

@@ -56,6 +56,12 @@ QUESTIONS: list[Question] = [
         help=field_help("sort_tag_occurrence_alphabetically"),
     ),
     Question(
+        id="tag_list_weighting", kind="yesno", field="tag_occurrence_weighted_by_repeats",
+        when=lambda config: config.get("tag_occurrence_txt_file"),
+        text="Count the tags as often as training sees them (weighted by the folders' repeats)?",
+        help=field_help("tag_occurrence_weighted_by_repeats"),
+    ),
+    Question(
         id="train_resolution", kind="int", field="train_resolution",
         text="Training resolution (width) in pixels?",
         help=field_help("train_resolution"),

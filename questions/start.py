@@ -1,7 +1,14 @@
-"""The starter questions: run a queue, load saved settings, or save these ones; they decide what comes next.
+"""The first popup (what to do) and the starter questions of a training.
 
-Their answers live in the config's JSON fields (multi_run_folder, load_json_path, save_json_*), which a loaded file
-never overwrites; `wizard.app` reads them after this flow to run the queue, load the file or save it.
+CHOICES are the entries of the first popup, "What would you like to do?": an entry's `text` is the button, its `help`
+one line under the question, and its `id` what `wizard.app` does with it: "train", "queue", "demo", or the name a
+side tool is registered under (`popup_main.py --tool NAME`). A side tool's entry is offered only when that tool
+exists. The choice steers this session only, so the app keeps it; it is never a setting and never saved in a JSON.
+
+QUEUE_QUESTIONS ask for the queue's folder. QUESTIONS are the seed tool's starter questions of a training: load saved
+settings (and choose new folders), or save these ones (under a name, perhaps without training). Their answers live
+in the config's JSON fields (load_json_path, json_load_skip_list, save_json_*), which a loaded file never
+overwrites; `wizard.app` reads them after this flow to load the file or save it.
 """
 
 from __future__ import annotations
@@ -16,16 +23,39 @@ from questions.checks import existing_file, existing_folder
 NEW_FOLDER_FIELDS = ["base_model", "img_folder", "output_folder", "change_output_name"]
 
 
-def _no_queue(config: TrainConfig) -> bool:
-    return config.get("multi_run_folder") is None
+def _choice(id: str, text: str, help: str) -> Question:
+    return Question(id=id, kind="info", text=text, help=help)
+
+
+CHOICES: list[Question] = [
+    _choice("train", "Train a LoRA",
+            "answer the questions about your images and settings, check the summary, and train."),
+    _choice("queue", "Run a queue of saved settings",
+            "train every settings file (.json) of a folder one after the other, without more questions."),
+    _choice("demo", "Try the built-in demo",
+            "train a tiny LoRA on built-in pictures in a minute or two, to check that everything works."),
+    _choice("resize", "Resize a LoRA", "make a LoRA file smaller by lowering its dimension (rank)."),
+    _choice("merge", "Merge LoRAs", "combine several LoRAs into one, or bake a LoRA into a model."),
+    _choice("extract", "Extract a LoRA or LoCon", "turn the difference between two models into a LoRA or LoCon."),
+    _choice("images", "Resize images", "make smaller copies of your training images at several sizes."),
+]
+
+QUEUE_QUESTIONS: list[Question] = [
+    Question(
+        id="queue_folder", kind="folder", field="multi_run_folder",
+        text="Choose the folder with the settings files (.json) to train.",
+        help=field_help("multi_run_folder"),
+        validate=existing_folder("queue folder", required=True),
+    ),
+]
 
 
 def _loading(config: TrainConfig) -> bool:
-    return _no_queue(config) and config.get("load_json_path") is not None
+    return config.get("load_json_path") is not None
 
 
 def _answering(config: TrainConfig) -> bool:
-    return _no_queue(config) and config.get("load_json_path") is None
+    return config.get("load_json_path") is None
 
 
 def _saving(config: TrainConfig) -> bool:
@@ -34,24 +64,12 @@ def _saving(config: TrainConfig) -> bool:
 
 QUESTIONS: list[Question] = [
     gate(
-        "queue", "Run several trainings in a row from a folder of saved settings (JSON files)?",
-        "A queue trains every .json file of a folder one after another, in name order, without more questions; "
-        "finished files move to complete/, failed ones to failed/ with the reason. Default no.",
-        fields=("multi_run_folder",),
-    ),
-    Question(
-        id="queue_folder", kind="folder", field="multi_run_folder",
-        text="Choose the folder with the JSON files to train.",
-        help=field_help("multi_run_folder"),
-        validate=existing_folder("queue folder", required=False),
-    ),
-    gate(
         "load_json", "Load saved settings from a JSON file? (its settings are not asked again)",
         field_help("load_json_path"),
-        fields=("load_json_path",), when=_no_queue,
+        fields=("load_json_path",),
     ),
     Question(
-        id="load_json_file", kind="file", field="load_json_path", extensions=("json",), when=_no_queue,
+        id="load_json_file", kind="file", field="load_json_path", extensions=("json",),
         text="Choose the settings file (.json).",
         help=field_help("load_json_path"),
         validate=existing_file("settings file", ("json",), required=False),

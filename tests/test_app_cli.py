@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Result:
     ok: bool
     message: str = ""
+    lora_path: str | None = None
 
 
 class FakeTrainer:
@@ -32,9 +33,11 @@ class FakeTrainer:
     def __init__(self, ok: bool = True) -> None:
         self.ok = ok
         self.configs: list[TrainConfig] = []
+        self.run_positions: list[tuple[int, int] | None] = []
 
-    def __call__(self, config: TrainConfig, asker: Asker) -> Result:
+    def __call__(self, config: TrainConfig, asker: Asker, *, run_position: tuple[int, int] | None = None) -> Result:
         self.configs.append(config)
+        self.run_positions.append(run_position)
         return Result(self.ok, "" if self.ok else "It failed.")
 
 
@@ -77,6 +80,7 @@ def test_queue_without_popups_runs_the_folder(project: Project, capsys):
     trainer = FakeTrainer()
     assert main(["--queue", str(project.json_folder), "--no-popups"], questions.FLOWS, train=trainer) == EXIT_OK
     assert [config.get("net_dim") for config in trainer.configs] == [4]
+    assert trainer.run_positions == [(1, 1)]
     assert (project.json_folder / "complete" / "mine.json").exists()
     assert "Queue finished: 1 of 1 trainings worked" in capsys.readouterr().out
 
@@ -118,12 +122,18 @@ def test_demo_calls_the_demo_with_its_folder():
     assert folders == [None, "here"]
 
 
+def start_at_once(config, asker) -> str:
+    """A pre-flight report that is accepted at once (the real one reads the dataset; it has its own tests)."""
+    return "start"
+
+
 def test_the_guided_session_trains_what_was_answered(project: Project):
     trainer = FakeTrainer()
     asker = ScriptedAsker({**project.path_answers(), "net_dim": 16})
-    assert main([], questions.FLOWS, train=trainer, asker=asker) == EXIT_OK
+    assert main([], questions.FLOWS, train=trainer, asker=asker, preflight=start_at_once) == EXIT_OK
     (config,) = trainer.configs
-    assert config.get("net_dim") == 16 and asker.asked[0] == "queue" and len(asker.summaries) == 1
+    assert config.get("net_dim") == 16 and asker.asked[:2] == ["what_to_do", "load_json"] and len(asker.summaries) == 1
+    assert trainer.run_positions == [None]
 
 
 def test_save_only_writes_the_json_and_does_not_train(project: Project):
@@ -131,7 +141,7 @@ def test_save_only_writes_the_json_and_does_not_train(project: Project):
     asker = ScriptedAsker({**project.path_answers(), "save_json": True,
                            "save_json_folder": str(project.json_folder), "save_json_name": "queued",
                            "save_json_only": True})
-    assert main([], questions.FLOWS, train=trainer, asker=asker) == EXIT_OK
+    assert main([], questions.FLOWS, train=trainer, asker=asker, preflight=start_at_once) == EXIT_OK
     assert trainer.configs == []
     (saved,) = project.json_folder.glob("config-*-queued.json")
     content = json.loads(saved.read_text(encoding="utf-8"))
@@ -142,7 +152,7 @@ def test_loading_a_json_in_the_popups_asks_only_what_it_lacks(project: Project):
     path = settings_file(project, net_dim=8)
     trainer = FakeTrainer()
     asker = ScriptedAsker({"load_json": True, "load_json_file": str(path)})
-    assert main([], questions.FLOWS, train=trainer, asker=asker) == EXIT_OK
+    assert main([], questions.FLOWS, train=trainer, asker=asker, preflight=start_at_once) == EXIT_OK
     assert "base_model" not in asker.asked and "net_dim" not in asker.asked and "realistic" in asker.asked
     assert trainer.configs[0].get("net_dim") == 8
 
@@ -151,20 +161,38 @@ def test_load_json_option_with_popups_skips_the_starter_questions(project: Proje
     path = settings_file(project, net_dim=8)
     trainer = FakeTrainer()
     asker = ScriptedAsker({})
-    assert main(["--load-json", str(path)], questions.FLOWS, train=trainer, asker=asker) == EXIT_OK
+    assert main(["--load-json", str(path)], questions.FLOWS, train=trainer, asker=asker, preflight=start_at_once) == EXIT_OK
     assert "queue" not in asker.asked and "base_model" not in asker.asked and "v2" in asker.asked
+    assert "what_to_do" not in asker.asked and "load_json" not in asker.asked
+
+
+def test_back_from_the_preflight_report_returns_to_the_summary_and_cancel_stops(project: Project):
+    decisions = iter(["back", "cancel"])
+    shown = []
+
+    def preflight(config, asker) -> str:
+        shown.append(len(asker.summaries))
+        return next(decisions)
+
+    trainer = FakeTrainer()
+    asker = ScriptedAsker(project.path_answers())
+    assert main([], questions.FLOWS, train=trainer, asker=asker, preflight=preflight) == EXIT_FAILED
+    assert shown == [1, 2] and len(asker.summaries) == 2 and trainer.configs == []
 
 
 def test_cancel_in_the_summary_does_not_train(project: Project):
     trainer = FakeTrainer()
     asker = ScriptedAsker(project.path_answers(), summary_actions=["cancel"])
-    assert main([], questions.FLOWS, train=trainer, asker=asker) == EXIT_FAILED
+    assert main([], questions.FLOWS, train=trainer, asker=asker, preflight=start_at_once) == EXIT_FAILED
     assert trainer.configs == []
 
 
 def test_a_queue_chosen_in_the_popups_runs_and_reports(project: Project):
     settings_file(project, net_dim=4)
     trainer = FakeTrainer()
-    asker = ScriptedAsker({"queue": True, "queue_folder": str(project.json_folder)})
-    assert main([], questions.FLOWS, train=trainer, asker=asker) == EXIT_OK
+    asker = ScriptedAsker({"what_to_do": "Run a queue of saved settings", "queue_folder": str(project.json_folder)})
+    assert main([], questions.FLOWS, train=trainer, asker=asker, preflight=start_at_once) == EXIT_OK
     assert len(trainer.configs) == 1 and asker.messages[-1][1] == "Queue finished"
+    assert asker.asked == ["what_to_do", "queue_folder"] and trainer.run_positions == [(1, 1)]
+    (summary_file,) = project.json_folder.glob("queue-summary-*.txt")
+    assert str(summary_file) in asker.messages[-1][2]

@@ -57,7 +57,6 @@ def train_scenarios(project: Project) -> dict[str, dict]:
 def start_scenarios(project: Project, settings_file: Path) -> dict[str, dict]:
     return {
         "answer_everything": {},
-        "queue": {"queue": True, "queue_folder": str(project.json_folder)},
         "load_with_new_folders": {"load_json": True, "load_json_file": str(settings_file), "new_folders": True},
         "save_only": {"save_json": True, "save_json_folder": str(project.json_folder), "save_json_name": "mine",
                       "save_json_only": True},
@@ -129,8 +128,8 @@ def test_dylora_branch(project: Project):
 
 def test_start_branches(project: Project, settings_file: Path):
     scenarios = start_scenarios(project, settings_file)
-    config, asker = walk_scenario(START, scenarios["queue"])
-    assert config.get("multi_run_folder") == str(project.json_folder) and asker.asked == ["queue", "queue_folder"]
+    config, asker = walk_scenario(questions.FLOWS["queue"], {"queue_folder": str(project.json_folder)})
+    assert config.get("multi_run_folder") == str(project.json_folder) and asker.asked == ["queue_folder"]
     config, asker = walk_scenario(START, scenarios["load_with_new_folders"])
     assert config.get("load_json_path") == str(settings_file)
     assert config.get("json_load_skip_list") == ["base_model", "img_folder", "output_folder", "change_output_name"]

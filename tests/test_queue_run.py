@@ -17,6 +17,7 @@ from wizard.queue import run_queue
 class Result:
     ok: bool
     message: str = ""
+    lora_path: str | None = None
 
 
 def write_settings(folder: Path, name: str, **values) -> None:
@@ -36,24 +37,27 @@ def queue_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def fake_run(config: TrainConfig) -> Result:
+def fake_run(config: TrainConfig, *, position: tuple[int, int]) -> Result:
     if config.get("net_dim") == 99:
         return Result(False, "The training ran out of GPU memory.")
     if config.get("net_dim") == 77:
         raise RuntimeError("boom")
-    return Result(True)
+    return Result(True, lora_path=f"/loras/dim{config.get('net_dim')}.safetensors")
 
 
 def test_the_queue_runs_every_json_in_order_and_sorts_the_results(queue_folder: Path):
     seen: list[int] = []
+    positions: list[tuple[int, int]] = []
     lines: list[str] = []
 
-    def run_one(config: TrainConfig) -> Result:
+    def run_one(config: TrainConfig, *, position: tuple[int, int]) -> Result:
         seen.append(config.get("net_dim"))
-        return fake_run(config)
+        positions.append(position)
+        return fake_run(config, position=position)
 
     summary = run_queue(queue_folder, run_one, report=lines.append)
     assert seen == [4, 8, 99, 77]  # sorted names; the broken file never reached run_one
+    assert positions == [(1, 5), (2, 5), (4, 5), (5, 5)]  # "run i of n" counts every file, the broken one too
     assert [entry.name for entry in summary.entries] == ["a_good.json", "b_good.json", "c_broken.json",
                                                          "d_fails.json", "e_crashes.json"]
     assert sorted(p.name for p in (queue_folder / "complete").iterdir()) == ["a_good.json", "b_good.json"]
@@ -76,7 +80,7 @@ def test_each_run_gets_a_fresh_config(tmp_path: Path):
     write_settings(tmp_path, "1.json", net_dim=8, v2=True)
     write_settings(tmp_path, "2.json", net_dim=4)
     configs: list[TrainConfig] = []
-    run_queue(tmp_path, lambda config: configs.append(config) or Result(True), report=lambda line: None)
+    run_queue(tmp_path, lambda config, position: configs.append(config) or Result(True), report=lambda line: None)
     assert configs[0] is not configs[1]
     assert configs[1].get("v2") is False and configs[1].origin("v2") == "default"
 
@@ -90,7 +94,7 @@ def test_finished_files_never_overwrite_earlier_ones(tmp_path: Path):
     write_settings(tmp_path, "run.json")
     write_settings(tmp_path, "bad.json")
 
-    summary = run_queue(tmp_path, lambda config: Result(True), report=lambda line: None,
+    summary = run_queue(tmp_path, lambda config, position: Result(True), report=lambda line: None,
                         load=lambda path: _fail_on_bad(path))
     assert (tmp_path / "complete" / "run.json").read_text(encoding="utf-8") == "earlier"
     assert (tmp_path / "complete" / "run-2.json").exists()

@@ -1,5 +1,8 @@
 """The command line of `popup_main.py`: popups by default, or straight from saved settings, a queue, the demo, a tool.
 
+With no option the first popup asks what to do: train a LoRA, run a queue of saved settings, try the demo, or one of
+the side tools that are registered. That choice steers this session only; it is kept here, not in the settings.
+
 Exit codes: 0 done, 1 cancelled or the training failed, 2 a mistake on the command line (one sentence on stderr).
 The imports stay light: nothing here loads torch, so the first popup appears at once; the trainer is imported only
 when training starts (`wizard.runner`, lazily).
@@ -11,24 +14,36 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from sd_scripts.errors import UserFacingError
-from wizard.askers.base import Asker
+from wizard.askers.base import Asker, ReportAction
 from wizard.askers.console import ConsoleAsker
 from wizard.config import TrainConfig
 from wizard.formats import seed_json
 from wizard.graph import review, walk
-from wizard.question import Question
-from wizard.queue import RunResult, run_queue
+from wizard.question import BACK, CANCEL, Question
+from wizard.queue import QueuePosition, RunResult, run_queue
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # cancelled, or the training failed
 EXIT_USAGE = 2  # a wrong argument or path
 
-Train = Callable[[TrainConfig, Asker], RunResult]
+WHAT_TO_DO_ID = "what_to_do"
+# The entries of the "what_to_do" flow the app always offers; a side tool's entry only when the tool is registered.
+BUILT_IN_CHOICES = ("train", "queue", "demo")
+
+
+class Train(Protocol):
+    """Trains one config; in a queue, `run_position` is (this run's number, how many runs) for the progress display."""
+
+    def __call__(self, config: TrainConfig, asker: Asker, *,
+                 run_position: QueuePosition | None = None) -> RunResult: ...
+
+
 Demo = Callable[[str | None], RunResult]
 Tool = Callable[[list[str]], int]
+Preflight = Callable[[TrainConfig, Asker], ReportAction]  # the report before training: "start", "back" or "cancel"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,10 +75,12 @@ def main(
     train: Train | None = None,
     demo: Demo | None = None,
     asker: Asker | None = None,
+    preflight: Preflight | None = None,
 ) -> int:
     """Run the wizard for `argv`; returns the exit code.
 
-    `train`, `demo` and `asker` default to the real trainer, demo and popups; tests hand in their own.
+    `train`, `demo`, `asker` and `preflight` default to the real trainer, demo, popups and pre-flight report; tests
+    hand in their own.
     """
     parser = build_parser()
     arguments, rest = parser.parse_known_args(list(argv))
@@ -85,7 +102,8 @@ def main(
         if arguments.no_popups:
             return _run_without_popups(arguments, train)
         asker = asker or choose_asker(force_console=arguments.console)
-        return run_popups(flows, asker, train=train, load_json=arguments.load_json, queue=arguments.queue)
+        return run_popups(flows, asker, train=train, demo=demo, tools=tools, preflight=preflight or _real_preflight,
+                          load_json=arguments.load_json, queue=arguments.queue)
     except UserFacingError as problem:
         print(str(problem), file=sys.stderr)
         return EXIT_USAGE
@@ -96,40 +114,97 @@ def run_popups(
     asker: Asker,
     *,
     train: Train,
+    demo: Demo | None = None,
+    tools: Mapping[str, Tool] | None = None,
+    preflight: Preflight | None = None,
     load_json: str | None = None,
     queue: str | None = None,
 ) -> int:
-    """The guided session: starter questions, the training questions, the summary, then training."""
+    """The guided session: what to do, then for a training the starter questions, the training questions, the
+    summary, and the training. `--queue` and `--load-json` have already said what to do, so they skip the first popup.
+    """
     if queue is not None:
-        return _run_queue(queue, train, asker, report=print)
-    config = TrainConfig()
+        return _run_queue(queue, train, asker)
     if load_json is not None:
-        config = _load(load_json, config, asker)
-    else:
-        if walk(flows["start"], config, asker) == "cancelled":
+        return _guided_training(flows, _load(load_json, TrainConfig(), asker), asker, train, preflight)
+    tools = tools or {}
+    choice = ask_what_to_do(flows["what_to_do"], tools, asker)
+    if choice is None:
+        return EXIT_FAILED
+    if choice == "queue":
+        config = TrainConfig()
+        if walk(flows["queue"], config, asker) == "cancelled":
             return EXIT_FAILED
-        if config.get("multi_run_folder") is not None:
-            return _run_queue(config.get("multi_run_folder"), train, asker, report=print)
-        if config.get("load_json_path") is not None:
-            try:
-                config = _load(config.get("load_json_path"), config, asker)
-            except UserFacingError as problem:
-                asker.error("Could not load the settings", str(problem))
-                return EXIT_FAILED
+        return _run_queue(config.get("multi_run_folder"), train, asker)
+    if choice == "demo":
+        return _exit_code((demo or _real_demo)(None))
+    if choice in tools:
+        return tools[choice]([])
 
+    config = TrainConfig()
+    if walk(flows["start"], config, asker) == "cancelled":
+        return EXIT_FAILED
+    if config.get("load_json_path") is not None:
+        try:
+            config = _load(config.get("load_json_path"), config, asker)
+        except UserFacingError as problem:
+            asker.error("Could not load the settings", str(problem))
+            return EXIT_FAILED
+    return _guided_training(flows, config, asker, train, preflight)
+
+
+def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker: Asker) -> str | None:
+    """The first popup: the id of the chosen entry ("train", "queue", "demo" or a tool's name), None to quit.
+
+    The built-in entries are always offered; a side tool is offered when it is registered, with its entry's label
+    or, for a tool no entry describes, with its name. Closing the popup asks whether to stop the wizard, as the
+    walker does when a question cannot keep its default.
+    """
+    declared = {entry.id: entry for entry in choices}
+    offered = [declared[name] for name in BUILT_IN_CHOICES]
+    for name in tools:
+        offered.append(declared.get(name) or Question(id=name, kind="info", text=f"The {name} tool",
+                                                      help=f"the side tool also started with --tool {name}."))
+    by_label = {entry.text: entry.id for entry in offered}
+    question = Question(
+        id=WHAT_TO_DO_ID, kind="choice", text="What would you like to do?", choices=tuple(by_label),
+        help="\n".join(f"{entry.text}: {entry.help}" for entry in offered),
+    )
+    error: str | None = None
+    while True:
+        answer = asker.ask(question, question.choices[0], can_go_back=False, error=error)
+        error = None
+        if answer is CANCEL:
+            if asker.confirm("Stop the wizard?", "Close the wizard without doing anything?"):
+                return None
+        elif answer in by_label:
+            return by_label[answer]
+        elif answer is not BACK:
+            error = f"Choose one of: {', '.join(question.choices)}."
+
+
+def _guided_training(flows: Mapping[str, Sequence[Question]], config: TrainConfig, asker: Asker, train: Train,
+                     preflight: Preflight | None) -> int:
+    """The training questions, the summary with Edit / Save / Start, the settings file if asked, the pre-flight
+    report (Back returns to the summary), then training."""
     saver = _JsonSaver()
     if walk(flows["train"], config, asker) == "cancelled":
         return EXIT_FAILED
-    if review(flows["train"], config, asker, save_json=saver.save) == "cancel":
-        return EXIT_FAILED
-    if config.get("save_json_folder") is not None and not saver.has_saved(config):
-        try:
-            asker.info("Settings saved", f"Your settings were saved to {saver.save(config)}.")
-        except (UserFacingError, OSError) as problem:
-            asker.error("Could not save the settings", str(problem))
-    if config.get("save_json_only"):
-        return EXIT_OK
-    return _exit_code(train(config, asker))
+    while True:
+        if review(flows["train"], config, asker, save_json=saver.save) == "cancel":
+            return EXIT_FAILED
+        if config.get("save_json_folder") is not None and not saver.has_saved(config):
+            try:
+                asker.info("Settings saved", f"Your settings were saved to {saver.save(config)}.")
+            except (UserFacingError, OSError) as problem:
+                asker.error("Could not save the settings", str(problem))
+        if config.get("save_json_only"):
+            return EXIT_OK
+        decision = preflight(config, asker) if preflight is not None else "start"
+        if decision == "start":
+            return _exit_code(train(config, asker))
+        if decision == "cancel":
+            return EXIT_FAILED
 
 
 def choose_asker(force_console: bool = False) -> Asker:
@@ -182,16 +257,22 @@ def _check_arguments(arguments: argparse.Namespace) -> str | None:
 def _run_without_popups(arguments: argparse.Namespace, train: Train) -> int:
     asker = ConsoleAsker()
     if arguments.queue is not None:
-        return _run_queue(arguments.queue, train, asker, report=print)
+        return _run_queue(arguments.queue, train, asker)
     config, warnings = seed_json.load(arguments.load_json)
     for warning in warnings:
         print(warning, file=sys.stderr)
     return _exit_code(train(config, asker))
 
 
-def _run_queue(folder: str, train: Train, asker: Asker, *, report: Callable[[str], None]) -> int:
-    summary = run_queue(folder, lambda config: train(config, asker), report=report)
-    asker.info("Queue finished", summary.text())
+def _run_queue(folder: str, train: Train, asker: Asker) -> int:
+    """Train every JSON of `folder` in this process, then show the summary (also saved in the folder)."""
+
+    def run_one(config: TrainConfig, *, position: QueuePosition) -> RunResult:
+        return train(config, asker, run_position=position)
+
+    summary = run_queue(folder, run_one, report=print)
+    saved = f"\n\nThis summary is also saved as {summary.summary_file}." if summary.summary_file else ""
+    asker.info("Queue finished", summary.text() + saved)
     return EXIT_OK if not summary.failed else EXIT_FAILED
 
 
@@ -211,10 +292,16 @@ def _usage_error(sentence: str) -> int:
     return EXIT_USAGE
 
 
-def _real_train(config: TrainConfig, asker: Asker) -> RunResult:
+def _real_train(config: TrainConfig, asker: Asker, *, run_position: QueuePosition | None = None) -> RunResult:
     from wizard.runner import train_config
 
-    return train_config(config, asker)
+    return train_config(config, asker, run_position=run_position)
+
+
+def _real_preflight(config: TrainConfig, asker: Asker) -> ReportAction:
+    from wizard.preflight import confirm_preflight
+
+    return confirm_preflight(config, asker)
 
 
 def _real_demo(output_dir: str | None) -> RunResult:

@@ -334,6 +334,9 @@ FIELDS: tuple[Field, ...] = (
        "Default on.", nullable=False),
     _f("sort_tag_occurrence_alphabetically", bool, False, "captions", "Sort tag list alphabetically",
        "Sorts the tag list by name instead of by count. Default off (most frequent first).", nullable=False),
+    _f("tag_occurrence_weighted_by_repeats", bool, False, "captions", "Weight tag list by repeats",
+       "Counts each tag in the tag list as often as training sees it: once per image times the repeats of its "
+       "folder (10_mychar counts 10 times). Default off (once per image, as the original tool).", nullable=False),
     # --- precision, memory, attention ----------------------------------------------------------------------------
     _f("mixed_precision", str, "fp16", "precision", "Mixed precision",
        "Runs the frozen model in half precision to save VRAM and time: fp16 (default with an NVIDIA GPU), bf16 "
