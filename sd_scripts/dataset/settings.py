@@ -7,6 +7,7 @@ the values of `DatasetSettings`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,33 +48,11 @@ class DatasetSettings:
 
     @classmethod
     def from_train_args(cls, args: TrainArgs) -> DatasetSettings:
-        """The dataset slice of the trainer's settings; `resolution` is parsed from sd-scripts' "512" / "512,768"."""
-        return cls(
-            train_data_dir=args.train_data_dir,
-            reg_data_dir=args.reg_data_dir,
-            dataset_config=args.dataset_config,
-            caption_extension=args.caption_extension,
-            resolution=parse_resolution(args.resolution) if args.resolution is not None else None,
-            enable_bucket=args.enable_bucket,
-            min_bucket_reso=args.min_bucket_reso,
-            max_bucket_reso=args.max_bucket_reso,
-            bucket_reso_steps=args.bucket_reso_steps,
-            bucket_no_upscale=args.bucket_no_upscale,
-            train_batch_size=args.train_batch_size,
-            shuffle_caption=args.shuffle_caption,
-            keep_tokens=args.keep_tokens,
-            caption_dropout_rate=args.caption_dropout_rate,
-            caption_dropout_every_n_epochs=args.caption_dropout_every_n_epochs,
-            caption_tag_dropout_rate=args.caption_tag_dropout_rate,
-            token_warmup_min=args.token_warmup_min,
-            token_warmup_step=args.token_warmup_step,
-            color_aug=args.color_aug,
-            flip_aug=args.flip_aug,
-            random_crop=args.random_crop,
-            prior_loss_weight=args.prior_loss_weight,
-            seed=args.seed,
-            max_train_steps=args.max_train_steps,
-        )
+        """The dataset slice of the trainer's settings, under the same names; `resolution` is parsed from sd-scripts'
+        "512" / "512,768"."""
+        values = {field.name: getattr(args, field.name) for field in dataclasses.fields(cls)}
+        values["resolution"] = parse_resolution(args.resolution) if args.resolution is not None else None
+        return cls(**values)
 
 
 @dataclass(frozen=True)
