@@ -1,10 +1,11 @@
 """The demo: a tiny model with the real SD1.5 block layout and a small dataset of drawn shapes, built
-deterministically (same bytes every time) in a few seconds, and reused when already built.
+deterministically (same bytes every time) in well under a minute, and reused when already built.
 
 The model has SD1.5's exact module names (so every kohya LoRA key matches real SD1.5) at tiny widths: UNet
 (32, 32, 64, 64) with 3 cross-attention down blocks + 1 plain, 2 layers per block, context 32; a 4-block VAE of 32
 channels (factor 8: 64 px images -> 8x8 latents); a 2-layer, 32-wide CLIP text encoder with the real 49,408-token
-vocabulary. Its weights are random: it shows the whole flow, not pictures.
+vocabulary. Its weights are pre-trained here for a few seconds (see `sd_scripts.demo_pretraining`): the VAE
+reconstructs drawings and the UNet draws stripes, so the demo LoRA, trained on shapes, shows a visible change.
 
 Heavy libraries are imported inside the functions, so importing this module stays cheap.
 """
@@ -21,14 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from PIL import ImageDraw
+
     from sd_scripts.models import BaseModel
 
-DEMO_VERSION = 1  # bump when anything built here changes, so old demo folders are rebuilt
+DEMO_VERSION = 2  # bump when anything built here changes, so old demo folders are rebuilt
 TRIGGER_WORD = "shpz"
 IMAGE_SIZE = 64
 REPEATS_FOLDER = "10_shapes"
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 210), "yellow": (235, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
+BACKGROUND = (245, 245, 240)
 IMAGE_COUNT = 10
 SAMPLE_PROMPTS = (
     f"{TRIGGER_WORD}, a red circle --w 64 --h 64 --s 10 --l 7.5 --d 1",
@@ -54,9 +58,12 @@ def build_demo(root: str | os.PathLike) -> DemoPaths:
     written = _write_dataset(paths.images)
     _write_atomically(paths.prompts, ("\n".join(SAMPLE_PROMPTS) + "\n").encode("utf-8"))
     written.append(paths.prompts)
+    from sd_scripts.demo_pretraining import pretrain_demo_model
     from sd_scripts.models import save_ldm_checkpoint
 
-    save_ldm_checkpoint(tiny_sd15_model(), paths.model, overwrite=True)
+    model = tiny_sd15_model()
+    pretrain_demo_model(model)
+    save_ldm_checkpoint(model, paths.model, overwrite=True)
     written.append(paths.model)
     files = {str(p.relative_to(root)): _sha256(p) for p in written}
     _write_atomically(marker, json.dumps({"version": DEMO_VERSION, "files": files}, indent=1).encode("utf-8"))
@@ -64,7 +71,7 @@ def build_demo(root: str | os.PathLike) -> DemoPaths:
 
 
 def tiny_sd15_model(seed: int = 0) -> BaseModel:
-    """The demo model in memory: SD1.5's block layout at tiny widths, seeded, built from the shipped SD1.5 configs."""
+    """The demo model in memory, random: SD1.5's block layout at tiny widths, seeded, from the shipped SD1.5 configs."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -115,17 +122,10 @@ def _write_dataset(images: Path) -> list[Path]:
     for index in range(IMAGE_COUNT):
         colour = list(COLOURS)[index % len(COLOURS)]
         shape = SHAPES[index % len(SHAPES)]
-        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (245, 245, 240))
-        draw = ImageDraw.Draw(image)
+        image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
         size = rng.randint(24, 40)
         left, top = rng.randint(4, IMAGE_SIZE - size - 4), rng.randint(4, IMAGE_SIZE - size - 4)
-        box = (left, top, left + size, top + size)
-        if shape == "circle":
-            draw.ellipse(box, fill=COLOURS[colour])
-        elif shape == "square":
-            draw.rectangle(box, fill=COLOURS[colour])
-        else:
-            draw.polygon([(left, top + size), (left + size, top + size), (left + size // 2, top)], fill=COLOURS[colour])
+        draw_shape(ImageDraw.Draw(image), shape, (left, top, left + size, top + size), COLOURS[colour])
         stem = folder / f"{index:02d}_{colour}_{shape}"
         png = io.BytesIO()
         image.save(png, format="PNG")
@@ -133,6 +133,17 @@ def _write_dataset(images: Path) -> list[Path]:
         _write_atomically(stem.with_suffix(".txt"), f"{TRIGGER_WORD}, a {colour} {shape}\n".encode("utf-8"))
         written += [stem.with_suffix(".png"), stem.with_suffix(".txt")]
     return written
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], colour: tuple[int, int, int]) -> None:
+    """A filled circle, square or (upward) triangle inside the square `box` = (left, top, right, bottom)."""
+    left, top, right, bottom = box
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([(left, bottom), (right, bottom), ((left + right) // 2, top)], fill=colour)
 
 
 def _is_current(marker: Path, root: Path) -> bool:

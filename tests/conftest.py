@@ -7,3 +7,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+import pytest  # noqa: E402  (after the environment is set, before anything imports torch)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """The demo model and images, built once per test session: building pre-trains the tiny model (~25 s)."""
+    from sd_scripts.demo import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("demo") / "a")

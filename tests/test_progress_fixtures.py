@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.demo import DemoPaths
-from test_train_fixtures import EventLog, demo, demo_args, one_repeat_images  # noqa: F401 (fixtures)
+from test_train_fixtures import EventLog, demo_args, one_repeat_images  # noqa: F401 (fixtures)
 from wizard.training_session import TrainingSession
 
 ONE_QUICK_PROMPT = "shpz, a red circle --w 64 --h 64 --s 4 --l 7.5 --d 1\n"

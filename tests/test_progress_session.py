@@ -9,7 +9,7 @@ import pytest
 
 from sd_scripts.events import EpochEnd, Failed, Finished, Saved, Started, Step
 from sd_scripts.saving import load_lora_file
-from test_progress_fixtures import EventLog, demo, one_repeat_images, poll_until_done, tiny_args  # noqa: F401
+from test_progress_fixtures import EventLog, one_repeat_images, poll_until_done, tiny_args  # noqa: F401
 from wizard.runner import outcome_text
 from wizard.training_session import TrainingSession
 

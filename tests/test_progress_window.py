@@ -15,7 +15,7 @@ import pytest
 
 from sd_scripts.events import Finished
 from sd_scripts.saving import load_lora_file
-from test_progress_fixtures import EventLog, demo, one_repeat_images, tiny_args  # noqa: F401 (fixtures)
+from test_progress_fixtures import EventLog, one_repeat_images, tiny_args  # noqa: F401 (fixtures)
 from test_tk_fixtures import ScreenReader, answer_on_screen
 from wizard.askers.tk_asker import TkAsker
 from wizard.config import TrainConfig

@@ -15,7 +15,6 @@ from accelerate.state import is_initialized
 from diffusers import UNet2DConditionModel
 
 import questions
-from sd_scripts.demo import build_demo
 from sd_scripts.saving import load_lora_file
 from wizard.app import EXIT_FAILED, main
 from wizard.askers.scripted import ScriptedAsker
@@ -49,8 +48,7 @@ def live_unets() -> int:
     return sum(isinstance(thing, UNet2DConditionModel) for thing in gc.get_objects())
 
 
-def test_a_queue_of_three_trains_the_good_ones_and_sets_the_broken_one_aside(tmp_path: Path, one_thread):
-    demo = build_demo(tmp_path / "demo")
+def test_a_queue_of_three_trains_the_good_ones_and_sets_the_broken_one_aside(tmp_path: Path, demo, one_thread):
     not_a_model = tmp_path / "notes.safetensors"
     not_a_model.write_bytes(b"these are my notes, not a Stable Diffusion model")
     output = tmp_path / "loras"

@@ -15,7 +15,7 @@ from sd_scripts.events import EpochEnd, Failed, Finished, SampleMade, Saved, Sta
 from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.train import main, train
 from sd_scripts.training.sampling import sample_scheduler
-from test_train_fixtures import EventLog, LossProbe, demo, demo_args, one_repeat_images  # noqa: F401 (fixtures)
+from test_train_fixtures import EventLog, LossProbe, demo_args, one_repeat_images  # noqa: F401 (fixtures)
 
 LEARNING_EPOCHS = 3
 

@@ -10,18 +10,13 @@ import pytest
 import torch
 
 from sd_scripts.args import TrainArgs
-from sd_scripts.demo import DemoPaths, build_demo
+from sd_scripts.demo import DemoPaths
 from sd_scripts.events import Event
 from sd_scripts.models import encode_tokens, load_base_model, tokenize
 from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.training.noise import make_noise_scheduler
 
 torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory) -> DemoPaths:
-    return build_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="session")
