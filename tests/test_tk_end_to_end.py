@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from safetensors.numpy import save_file
 
 from xvfb import VirtualDisplay, shared_virtual_display, virtual_display  # noqa: F401  (fixtures)
@@ -130,3 +131,93 @@ def test_popup_main_from_first_popup_to_saved_json(virtual_display, tmp_path):
     assert saved["scheduler"] == "cosine"
     assert saved["num_epochs"] == 3
     assert saved["network_type"] == "LoCon"
+
+
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+
+
+def test_popup_main_trains_the_demo_from_the_first_popup_to_a_lora_diffusers_loads(virtual_display, demo, tmp_path):
+    """Popups -> summary -> pre-flight report -> progress window -> final popup -> a LoRA diffusers loads.
+
+    A short settings file (loaded with the starter question, new folders chosen) keeps the run small; every other
+    question is answered with Enter, as a hurried user would. Screenshots of the summary, the report and the progress
+    window are kept as test artifacts.
+    """
+    settings = tmp_path / "short run.json"
+    settings.write_text(json.dumps({
+        "train_resolution": 64, "buckets": False, "batch_size": 2, "num_epochs": 1, "net_dim": 4, "alpha": 4.0,
+        "optimizer_type": "AdamW", "mixed_precision": "no", "learning_rate": 1e-3, "test_seed": 5,
+    }), encoding="utf-8")
+    output = tmp_path / "output"
+    output.mkdir()
+    answers: dict[str, list[tuple[str, str]]] = {
+        "load_json": [("key", "y")],
+        "load_json_file": typed(str(settings)),
+        "new_folders": [("key", "y")],
+        "base_model": typed(str(demo.model)),
+        "img_folder": typed(str(demo.images)),
+        "output_folder": typed(str(output)),
+        "output_name": typed("e2e"),
+    }
+    shots = {SUMMARY_TITLE: "e2e_summary.png", "Before training starts": "e2e_preflight.png",
+             "Training finished": "e2e_progress_window_finished.png"}
+    asked: list[str] = []
+    app = subprocess.Popen([sys.executable, "popup_main.py"], cwd=ROOT, env=virtual_display.env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        while app.poll() is None:
+            assert time.monotonic() < deadline, f"the wizard did not finish; it showed {asked}"
+            windows = [(window, title) for window, title in visible_windows(virtual_display)
+                       if not title.startswith("Training e2e")]  # the progress window stays open beside popups
+            if not windows:
+                progress = [window for window, title in visible_windows(virtual_display) if title == "Training e2e"]
+                if progress and "Training finished" in asked:  # the final popup was read: press Close
+                    x, y, width, height = virtual_display.window_geometry(progress[0])
+                    virtual_display.click(x + width - 60, y + height - 28)
+                    virtual_display.wait_gone(progress[0], timeout=20)
+                time.sleep(0.1)
+                continue
+            window, title = windows[0]
+            asked.append(title.removeprefix(QUESTION_PREFIX))
+            if title in shots:
+                time.sleep(0.3)  # let the window draw itself
+                virtual_display.screenshot(ARTIFACTS / shots[title])
+            if title.startswith(QUESTION_PREFIX):
+                question = title.removeprefix(QUESTION_PREFIX)
+                assert asked.count(question) <= 2, f"{question} was asked again and again: {asked}"
+                for action, value in answers.get(question, [("key", "Return")]):
+                    if action == "type":
+                        virtual_display.type(window, value)
+                    else:
+                        virtual_display.key(window, value)
+            elif title in (SUMMARY_TITLE, "Before training starts", "Training finished", "Settings loaded"):
+                virtual_display.key(window, "Return")  # Start training / Start / OK
+            else:
+                raise AssertionError(f"unexpected popup {title!r} after {asked}")
+            virtual_display.wait_gone(window, timeout=60)
+        stdout, stderr = app.communicate(timeout=30)
+    finally:
+        if app.poll() is None:
+            app.kill()
+    assert app.returncode == 0, f"exit {app.returncode}: {stderr[-2000:]}"
+    assert asked.index(SUMMARY_TITLE) < asked.index("Before training starts") < asked.index("Training finished")
+    assert "net_dim" not in asked and "base_model" in asked  # loaded settings are skipped, new folders asked
+    lora = output / "e2e.safetensors"
+    assert lora.is_file() and (output / "preflight.txt").is_file()
+
+    from diffusers import StableDiffusionPipeline
+
+    from sd_scripts.models import load_base_model
+
+    model = load_base_model(str(demo.model))
+    pipeline = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                       unet=model.unet, scheduler=None, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    context = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = pipeline.unet(latents, 500, context).sample
+        pipeline.load_lora_weights(str(lora))
+        after = pipeline.unet(latents, 500, context).sample
+    assert (after - before).abs().max().item() > 1e-4  # the trained LoRA changes what the model predicts
