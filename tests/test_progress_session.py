@@ -84,3 +84,13 @@ def test_the_end_of_run_message_names_the_file_its_size_and_the_trigger_word(fin
     assert " KB." in text or " MB." in text
     assert "models/Lora" in text and "models/loras" in text
     assert "\u201cshpz\u201d" in text  # the demo captions' shared first tag, read from the LoRA's metadata
+
+
+def test_warming_up_imports_the_trainer_in_the_background():
+    import sys
+
+    from wizard.training_session import warm_up_trainer
+
+    thread = warm_up_trainer()
+    thread.join(timeout=120)
+    assert not thread.is_alive() and thread.daemon and "sd_scripts.training.loop" in sys.modules

@@ -300,7 +300,9 @@ def _real_train(config: TrainConfig, asker: Asker, *, run_position: QueuePositio
 
 def _real_preflight(config: TrainConfig, asker: Asker) -> ReportAction:
     from wizard.preflight import confirm_preflight
+    from wizard.training_session import warm_up_trainer
 
+    warm_up_trainer()  # the trainer's libraries load while the report is read, not while the progress window runs
     return confirm_preflight(config, asker)
 
 
