@@ -55,6 +55,16 @@ def _per_block(value: object) -> str:
 
 _ONES = ",".join(["1"] * BLOCKS_PER_SIDE)
 
+
+def per_block_values(field: str, what: str, *, whole: bool) -> Question:
+    """The 25 per-block values of `field` (12 down, middle, 12 up), asked once its gate said yes."""
+    return Question(
+        id=field, kind="text", field=field, store=comma_joined(field), when=is_set(field),
+        validate=block_values(whole=whole),
+        text=f"{what} of the 25 blocks (12 down, middle, 12 up)?",
+        help=field_help(field),
+    )
+
 QUESTIONS: list[Question] = [
     gate(
         "block_weights", "Train with block weights? (choose no if you are new to this)",
@@ -95,13 +105,7 @@ QUESTIONS: list[Question] = [
         fields=("block_dims",), when=blocks_on,
         start_with={"block_dims": lambda config: _per_block(config.get("net_dim"))},
     ),
-    Question(
-        id="block_dims", kind="text", field="block_dims", store=comma_joined("block_dims"),
-        when=is_set("block_dims"),
-        validate=block_values(whole=True),
-        text="Dims of the 25 blocks (12 down, middle, 12 up)?",
-        help=field_help("block_dims"),
-    ),
+    per_block_values("block_dims", "Dims", whole=True),
     Question(
         id="alpha", kind="float", field="alpha",
         text="Network alpha? (the default is half the dim)",
@@ -112,13 +116,7 @@ QUESTIONS: list[Question] = [
         fields=("block_alphas",), when=blocks_on,
         start_with={"block_alphas": lambda config: _per_block(f"{config.get('alpha'):g}")},
     ),
-    Question(
-        id="block_alphas", kind="text", field="block_alphas", store=comma_joined("block_alphas"),
-        when=is_set("block_alphas"),
-        validate=block_values(whole=False),
-        text="Alphas of the 25 blocks (12 down, middle, 12 up)?",
-        help=field_help("block_alphas"),
-    ),
+    per_block_values("block_alphas", "Alphas", whole=False),
     Question(
         id="network_type_with_blocks", kind="choice", field="network_type", choices=TYPES_WITH_BLOCKS,
         when=blocks_on,
@@ -149,13 +147,7 @@ QUESTIONS: list[Question] = [
         when=lambda config: blocks_on(config) and config.get("network_type") == "LoCon",
         start_with={"conv_block_dims": lambda config: _per_block(config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
     ),
-    Question(
-        id="conv_block_dims", kind="text", field="conv_block_dims", store=comma_joined("conv_block_dims"),
-        when=is_set("conv_block_dims"),
-        validate=block_values(whole=True),
-        text="Conv dims of the 25 blocks (12 down, middle, 12 up)?",
-        help=field_help("conv_block_dims"),
-    ),
+    per_block_values("conv_block_dims", "Conv dims", whole=True),
     Question(
         id="conv_dim", kind="int", field="conv_dim", when=_type_is(*TYPES_WITH_CONV_DIM),
         current=lambda config: config.get("conv_dim") or CONV_DIM_WHEN_UNSET,
@@ -169,13 +161,7 @@ QUESTIONS: list[Question] = [
         start_with={"conv_block_alphas": lambda config: _per_block(
             config.get("conv_alpha") or config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
     ),
-    Question(
-        id="conv_block_alphas", kind="text", field="conv_block_alphas", store=comma_joined("conv_block_alphas"),
-        when=is_set("conv_block_alphas"),
-        validate=block_values(whole=False),
-        text="Conv alphas of the 25 blocks (12 down, middle, 12 up)?",
-        help=field_help("conv_block_alphas"),
-    ),
+    per_block_values("conv_block_alphas", "Conv alphas", whole=False),
     Question(
         id="conv_alpha", kind="float", field="conv_alpha", when=_uses_conv,
         current=lambda config: config.get("conv_alpha") or float(config.get("conv_dim") or CONV_DIM_WHEN_UNSET),

@@ -42,7 +42,9 @@ class TrainingSession:
 
     def _work(self) -> None:
         try:
-            from sd_scripts.train import train  # torch loads here, in the worker, while the UI already shows
+            # Usually imported already by warm_up_trainer while the pre-flight report was read; otherwise torch
+            # loads here, in the worker, while the window already shows.
+            from sd_scripts.train import train
 
             self.result = train(self.args, on_event=self._events.put, stop=self._stop)
         except Exception as error:  # train() words its failures; this guard keeps the UI from waiting forever
