@@ -65,6 +65,7 @@ def per_block_values(field: str, what: str, *, whole: bool) -> Question:
         help=field_help(field),
     )
 
+
 QUESTIONS: list[Question] = [
     gate(
         "block_weights", "Train with block weights? (choose no if you are new to this)",
