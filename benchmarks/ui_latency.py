@@ -1,14 +1,11 @@
 """How late Tk's event loop answers while the demo trains in the worker thread behind the progress window.
 
 A timer asks Tk to call back every 10 ms and records how late each call comes; a late call is a window that does
-not answer (clicks, redraws, the Stop button). The figures cover the whole run, from the window opening to the end.
-Without a display on Linux it starts its own Xvfb.
+not answer (clicks, redraws, the Stop button). The figures cover the whole run, from the window opening to the end;
+as `wizard.runner` does, the trainer's libraries are imported before the window opens. Without a display on Linux it
+starts its own Xvfb.
 
-    python -m benchmarks.ui_latency [--steps 40] [--switch-interval-ms 5] [--cold]
-
-By default the trainer's libraries are imported first, as the wizard does while the pre-flight report is read
-(`wizard.training_session.warm_up_trainer`); `--cold` leaves the import to the training worker, as `--demo` and the
-queue do.
+    python -m benchmarks.ui_latency [--steps 40] [--switch-interval-ms 5]
 
 Target: p99 under 100 ms on 2 cores.
 """
@@ -71,7 +68,7 @@ def start_xvfb() -> subprocess.Popen | None:
     return server
 
 
-def measure(steps: int, switch_interval_ms: float | None, cold: bool = False) -> dict[str, float]:
+def measure(steps: int, switch_interval_ms: float | None) -> dict[str, float]:
     import torch
 
     from sd_scripts.demo import build_demo
@@ -81,8 +78,7 @@ def measure(steps: int, switch_interval_ms: float | None, cold: bool = False) ->
     from wizard.training_session import warm_up_trainer
     from wizard.translate import to_train_args
 
-    if not cold:
-        warm_up_trainer().join()
+    warm_up_trainer().join()  # as wizard.runner does before it opens the window
     torch.set_num_threads(2)
     if switch_interval_ms is not None:
         sys.setswitchinterval(switch_interval_ms / 1000)
@@ -112,18 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="training steps of the demo (default 40)")
     parser.add_argument("--switch-interval-ms", type=float, default=None,
                         help="set sys.setswitchinterval for the run (Python's default is 5 ms)")
-    parser.add_argument("--cold", action="store_true",
-                        help="let the training worker import the trainer's libraries (as --demo and the queue do)")
     options = parser.parse_args(argv)
     server = start_xvfb()
     try:
-        figures = measure(options.steps, options.switch_interval_ms, cold=options.cold)
+        figures = measure(options.steps, options.switch_interval_ms)
     finally:
         if server is not None:
             server.terminate()
     switch = options.switch_interval_ms if options.switch_interval_ms is not None else "default (5)"
-    print(f"Tk event-loop lateness over {figures['run_s']:.1f} s of demo training ({'cold' if options.cold else 'warm'}, "
-          f"{figures['steps']} steps, "
+    print(f"Tk event-loop lateness over {figures['run_s']:.1f} s of demo training ({figures['steps']} steps, "
           f"{figures['ticks']} ticks of {TICK_MS} ms, switch interval {switch} ms, {os.cpu_count()} cores):")
     print(f"  median {figures['median_ms']:.1f} ms   p99 {figures['p99_ms']:.1f} ms   max {figures['max_ms']:.1f} ms")
     return 0 if figures["p99_ms"] < 100 else 1

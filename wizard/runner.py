@@ -143,9 +143,15 @@ def _run(config: TrainConfig, asker: Asker | None, *, on_event: EventHandler, sa
 
 def _train_in_window(root: Any, args: TrainArgs, asker: Asker, *, name: str, on_event: EventHandler,
                      run_position: tuple[int, int] | None) -> TrainResult:
-    """Train in a worker thread while the progress window shows it; the console bar is fed from the window too."""
-    from wizard.progress_window import ProgressWindow
+    """Train in a worker thread while the progress window shows it; the console bar is fed from the window too.
 
+    The trainer's libraries are imported before the window opens (at once when the pre-flight report already started
+    it): imported by the worker, they would hold Python's GIL for up to 250 ms at a time while the window runs.
+    """
+    from wizard.progress_window import ProgressWindow
+    from wizard.training_session import warm_up_trainer
+
+    warm_up_trainer().join()
     window = ProgressWindow(root, args, name=name, run_position=run_position, echo=on_event)
     with _stop_on_ctrl_c(window.session.stop):
         result = window.run_until_done()
