@@ -11,6 +11,7 @@ when training starts (`wizard.runner`, lazily).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -82,6 +83,7 @@ def main(
     `train`, `demo`, `asker` and `preflight` default to the real trainer, demo, popups and pre-flight report; tests
     hand in their own.
     """
+    quiet_library_notices()
     parser = build_parser()
     arguments, rest = parser.parse_known_args(list(argv))
     tools = tools or {}
@@ -205,6 +207,13 @@ def _guided_training(flows: Mapping[str, Sequence[Question]], config: TrainConfi
             return _exit_code(train(config, asker))
         if decision == "cancel":
             return EXIT_FAILED
+
+
+def quiet_library_notices() -> None:
+    """Keep the libraries' import-time notices (transformers' torchvision fallback, bitsandbytes' optional CPU
+    kernels) off the console: they mean nothing to the user and bury the wizard's own messages. Errors still show."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def choose_asker(force_console: bool = False) -> Asker:
