@@ -20,9 +20,6 @@ from typing import Any
 
 from sd_scripts.errors import UserFacingError
 
-# The model families the trainer knows, as `ss_base_model_version` spells them.
-BASE_MODEL_VERSIONS = ("sd_v1", "sd_v2", "sd_v2_v")
-
 LR_SCHEDULERS = (
     "linear",
     "cosine",
@@ -31,6 +28,9 @@ LR_SCHEDULERS = (
     "constant",
     "constant_with_warmup",
 )
+# The optimizers the trainer builds (sd_scripts.training.optimizers), spelled as sd-scripts spells them.
+OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "SGDNesterov", "SGDNesterov8bit", "DAdaptation", "DAdaptAdam",
+              "DAdaptLion", "DAdaptSGD", "Prodigy", "AdaFactor")
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("float", "fp16", "bf16")
 SAVE_FORMATS = ("safetensors", "ckpt", "pt")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
 
-from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
+from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
 from sd_scripts.errors import UserFacingError
 
 # Written into every saved JSON; `wizard.formats.seed_json` migrates older versions up to this one.
@@ -27,9 +27,6 @@ Origin = Literal["default", "asked", "loaded"]
 ORIGINS: tuple[str, ...] = ("default", "asked", "loaded")
 
 NETWORK_TYPES = ("LoRA", "LoCon", "LoHa", "IA3", "LoKr", "DyLoRA")
-# The optimizers the trainer builds (sd_scripts.training.optimizers), spelled as sd-scripts spells them.
-OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "SGDNesterov", "SGDNesterov8bit", "DAdaptation", "DAdaptAdam",
-              "DAdaptLion", "DAdaptSGD", "Prodigy", "AdaFactor")
 MAX_TOKEN_LENGTHS = (75, 150, 225)
 BLOCK_WEIGHT_PRESETS = ("sine", "cosine", "linear", "reverse_linear", "zeros")
 

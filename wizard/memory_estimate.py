@@ -75,7 +75,6 @@ class ModelSize:
 
 SD1 = ModelSize("sd_v1", 859_520_964, 123_060_480, 83_653_863, 165_888, 423_936, 82_880, 544_000, 72, 192, 86)
 SD2 = ModelSize("sd_v2", 865_910_724, 340_387_840, 83_653_863, 423_936, 432_128, 82_880, 544_000, 138, 192, 86)
-FAMILIES = {"sd_v1": SD1, "sd_v2": SD2}
 
 # Key prefixes of a single-file (LDM layout) checkpoint.
 UNET_KEYS, VAE_KEYS, TEXT_KEYS, SD2_TEXT_KEYS = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.", \

@@ -54,7 +54,6 @@ class ProgressWindow:
                                   troughcolor="#ececec")
         self._finished = tk.BooleanVar(root, value=False)
         self._clock = _RunClock()
-        self._steps_text = ""
         self._build(name, run_position, bool(args.sample_prompts))
         self._show_centred()
         self.session = TrainingSession(args, on_done=self._on_done, echo=echo)

@@ -14,23 +14,11 @@ from typing import Any
 
 import torch
 
+from sd_scripts.args import OPTIMIZERS
 from sd_scripts.errors import UserFacingError
 
 # sd-scripts' spellings, lower-cased -> the name we show.
-OPTIMIZER_NAMES = {
-    "adamw": "AdamW",
-    "adamw8bit": "AdamW8bit",
-    "lion": "Lion",
-    "lion8bit": "Lion8bit",
-    "sgdnesterov": "SGDNesterov",
-    "sgdnesterov8bit": "SGDNesterov8bit",
-    "dadaptation": "DAdaptation",
-    "dadaptadam": "DAdaptAdam",
-    "dadaptlion": "DAdaptLion",
-    "dadaptsgd": "DAdaptSGD",
-    "prodigy": "Prodigy",
-    "adafactor": "AdaFactor",
-}
+OPTIMIZER_NAMES = {name.lower(): name for name in OPTIMIZERS}
 
 
 @dataclass
