@@ -27,7 +27,7 @@ from sd_scripts.dataset.buckets import (
 from sd_scripts.dataset.dataset_config import read_dataset_config
 from sd_scripts.dataset.folders import NAMING_ADVICE, discover_subsets
 from sd_scripts.dataset.regularization import balance_regularization
-from sd_scripts.dataset.settings import DatasetParams, DatasetSettings, SubsetOptions
+from sd_scripts.dataset.settings import DatasetParams, DatasetSettings
 from sd_scripts.dataset.subsets import ImageRecord, Subset, read_subset
 from sd_scripts.errors import UserFacingError
 
@@ -180,19 +180,7 @@ def _params_from_settings(settings: DatasetSettings) -> DatasetParams:
 def _subsets_from_folders(settings: DatasetSettings, warnings: list[str]) -> list[Subset]:
     if not settings.train_data_dir:
         raise UserFacingError("No training image folder is set; choose the folder that holds your image subfolders.")
-    options = SubsetOptions(
-        caption_extension=settings.caption_extension,
-        shuffle_caption=settings.shuffle_caption,
-        keep_tokens=settings.keep_tokens,
-        caption_dropout_rate=settings.caption_dropout_rate,
-        caption_dropout_every_n_epochs=settings.caption_dropout_every_n_epochs,
-        caption_tag_dropout_rate=settings.caption_tag_dropout_rate,
-        token_warmup_min=settings.token_warmup_min,
-        token_warmup_step=settings.token_warmup_step,
-        color_aug=settings.color_aug,
-        flip_aug=settings.flip_aug,
-        random_crop=settings.random_crop,
-    )
+    options = settings.subset_options()
     subsets = discover_subsets(settings.train_data_dir, is_reg=False, options=options, warnings=warnings)
     if settings.reg_data_dir:
         subsets += discover_subsets(settings.reg_data_dir, is_reg=True, options=options, warnings=warnings)

@@ -54,6 +54,10 @@ class DatasetSettings:
         values["resolution"] = parse_resolution(args.resolution) if args.resolution is not None else None
         return cls(**values)
 
+    def subset_options(self) -> SubsetOptions:
+        """The options every folder-mode subset gets: these settings' values under the same names."""
+        return SubsetOptions(**{field.name: getattr(self, field.name) for field in dataclasses.fields(SubsetOptions)})
+
 
 @dataclass(frozen=True)
 class SubsetOptions:
