@@ -21,7 +21,7 @@ and after training.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -108,8 +108,10 @@ class LoRANetwork(nn.Module):
         train_unet: bool = True,
         train_text_encoder: bool = True,
         module_ranks: Mapping[str, tuple[int, float | None]] | None = None,
+        make_module: Callable[[str, nn.Linear | nn.Conv2d, int, float | None], nn.Module] = LoRAModule,
     ) -> None:
         super().__init__()
+        self.make_module = make_module  # what one target layer gets: a LoRAModule, or a DyLoRA module
         self.multiplier = multiplier
         self.dim = dim
         self.alpha = alpha
@@ -145,18 +147,7 @@ class LoRANetwork(nn.Module):
     ) -> "LoRANetwork":
         """A network shaped as a LoRA file says (each module's own rank and alpha), with its weights loaded."""
         state_dict = _as_state_dict(weights)
-        ranks: dict[str, tuple[int, float | None]] = {}
-        for key, tensor in state_dict.items():
-            if key.endswith(".lora_down.weight"):
-                name = key.removesuffix(".lora_down.weight")
-                alpha = state_dict.get(f"{name}.alpha")
-                ranks[name] = (tensor.shape[0], None if alpha is None else float(alpha.reshape(())))
-        if not ranks:
-            raise UserFacingError(
-                "This file holds no kohya LoRA weights (no 'lora_down' keys); "
-                "choose a LoRA made by sd-scripts or this trainer."
-            )
-        network = cls(text_encoder, unet, multiplier=multiplier, module_ranks=ranks)
+        network = cls(text_encoder, unet, multiplier=multiplier, module_ranks=file_module_ranks(state_dict))
         network.load_weights(state_dict)
         return network
 
@@ -183,7 +174,7 @@ class LoRANetwork(nn.Module):
                 if lora_name in self.targets:
                     raise RuntimeError(f"Two modules would share the LoRA name {lora_name}.")
                 self.targets[lora_name] = child
-                loras.append(LoRAModule(lora_name, child, *rank_alpha))
+                loras.append(self.make_module(lora_name, child, *rank_alpha))
         return loras
 
     def _rank_for(self, module: nn.Linear | nn.Conv2d) -> tuple[int, float | None] | None:
@@ -280,6 +271,22 @@ class LoRANetwork(nn.Module):
                 "choose a LoRA made for Stable Diffusion 1.x/2.x."
             )
         self.load_state_dict(matched, strict=False)
+
+
+def file_module_ranks(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, float | None]]:
+    """{lora_name: (rank, alpha)} of a kohya-format file (alpha None when the file has none, as the first LoRAs)."""
+    ranks: dict[str, tuple[int, float | None]] = {}
+    for key, tensor in state_dict.items():
+        if key.endswith(".lora_down.weight"):
+            name = key.removesuffix(".lora_down.weight")
+            alpha = state_dict.get(f"{name}.alpha")
+            ranks[name] = (tensor.shape[0], None if alpha is None else float(alpha.reshape(())))
+    if not ranks:
+        raise UserFacingError(
+            "This file holds no kohya LoRA weights (no 'lora_down' keys); "
+            "choose a LoRA made by sd-scripts or this trainer."
+        )
+    return ranks
 
 
 def _as_state_dict(weights: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
