@@ -27,8 +27,10 @@ from sd_scripts.dataset.settings import DatasetSettings
 from sd_scripts.errors import UserFacingError
 from sd_scripts.events import EpochEnd, EventHandler, Finished, SampleMade, Saved, Started, Step
 from sd_scripts.models import encode_tokens, load_base_model, tokenize
-from sd_scripts.networks.lora import LoRANetwork
+from sd_scripts.networks.base import Network
+from sd_scripts.networks.factory import create_network, network_from_file, spec_from_args
 from sd_scripts.saving import TrainingRun, model_file_metadata, save_lora, training_metadata
+from sd_scripts.saving.lora_file import load_lora_file
 from sd_scripts.training.failures import nan_loss_error
 from sd_scripts.training.length import plan_run_length, resolve_warmup_steps
 from sd_scripts.training.noise import make_noise_scheduler
@@ -54,12 +56,11 @@ from sd_scripts.training.state import (
     save_training_state,
 )
 from sd_scripts.training.step import NoiseSettings, unet_loss
-from sd_scripts.training.validation import parse_network_args, validate_args
+from sd_scripts.training.validation import validate_args
 
 logger = logging.getLogger("sd_scripts.train")
 
 DEFAULT_OUTPUT_NAME = "last"
-DEFAULT_NETWORK_DIM = 4
 
 
 class TrainingSession:
@@ -176,28 +177,19 @@ class TrainingSession:
             paths += [OutputNames.state_dir(path) for path in paths]
         return paths
 
-    def build_network(self) -> LoRANetwork:
-        args = self.args
+    def build_network(self) -> Network:
+        """The network the settings ask for, or the one a LoRA file to continue from describes."""
+        args, model = self.args, self.model
         if args.network_weights and args.dim_from_weights:
-            network = LoRANetwork.from_weights(self.model.text_encoder, self.model.unet, args.network_weights)
-            network.apply_to()
-            self.note(f"Continuing from the LoRA {args.network_weights}, with its own dims and alphas.")
-            return network
-        options = parse_network_args(args.network_args)
-        network = LoRANetwork(
-            self.model.text_encoder,
-            self.model.unet,
-            dim=args.network_dim or DEFAULT_NETWORK_DIM,
-            alpha=args.network_alpha,
-            conv_dim=options.get("conv_dim"),
-            conv_alpha=options.get("conv_alpha"),
-            train_unet=not args.network_train_text_encoder_only,
-            train_text_encoder=not args.network_train_unet_only,
-        )
+            network = network_from_file(args.network_weights, model.text_encoder, model.unet)
+            self.note(f"Continuing from the LoRA {args.network_weights}, with its own type, dims and alphas.")
+        else:
+            network = create_network(spec_from_args(args), model.text_encoder, model.unet)
+            if args.network_weights:
+                state_dict, _ = load_lora_file(args.network_weights)
+                network.load_weights(state_dict)
+                self.note(f"Continuing from the LoRA {args.network_weights}.")
         network.apply_to()
-        if args.network_weights:
-            network.load_weights(args.network_weights)
-            self.note(f"Continuing from the LoRA {args.network_weights}.")
         return network
 
     def prepare_models(self) -> None:
@@ -303,6 +295,7 @@ class TrainingSession:
             device=_describe(self.device),
         ))
         clock = StepClock(total_steps=length.total_steps, first_step=position.global_step)
+        self.network.train()  # DyLoRA's random rank and the dropouts act in training mode only
         if args.sample_at_first and position.global_step == 0:
             self.make_samples("000000")
         accumulation = args.gradient_accumulation_steps
@@ -422,6 +415,7 @@ class TrainingSession:
         if not self.sample_prompts or self.stop.is_set():
             return
         args = self.args
+        self.network.eval()  # samples show the whole network: full rank, no dropout
         made = generate_samples(
             self.sample_prompts,
             unet=self.model.unet,
@@ -440,6 +434,7 @@ class TrainingSession:
             folder=self.outputs.samples(),
             file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
         )
+        self.network.train()
         for path, prompt in made:
             self.on_event(SampleMade(str(path), prompt, self.position.global_step))
 

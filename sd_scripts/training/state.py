@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.networks.base import Network
 
 STATE_FORMAT = 1
 POSITION_FILE = "train_state.json"
@@ -88,7 +89,7 @@ def read_position(state_dir: Path) -> RunPosition:
 def load_training_state(
     state_dir: Path,
     *,
-    network,
+    network: Network,
     optimizer: torch.optim.Optimizer,
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
 ) -> dict:
@@ -99,7 +100,7 @@ def load_training_state(
     """
     state_dir = Path(state_dir)
     read_position(state_dir)
-    network.load_weights(str(state_dir / NETWORK_FILE))
+    network.load_weights(load_file(state_dir / NETWORK_FILE))
     try:
         optimizer.load_state_dict(torch.load(state_dir / OPTIMIZER_FILE, weights_only=True))
     except (ValueError, KeyError):

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAVE_FORMATS, SAVE_PRECISIONS, TrainArgs
 from sd_scripts.errors import UserFacingError
-
-SUPPORTED_NETWORK_MODULES = ("networks.lora",)
-NETWORK_ARG_NAMES = ("conv_dim", "conv_alpha")
+from sd_scripts.networks.kinds import parse_network_args
 
 
 def validate_args(args: TrainArgs) -> None:
@@ -24,10 +22,13 @@ def validate_args(args: TrainArgs) -> None:
     _check_choice("save_model_as", args.save_model_as, SAVE_FORMATS)
     if args.save_precision is not None:
         _check_choice("save_precision", args.save_precision, SAVE_PRECISIONS)
-    if args.network_module not in SUPPORTED_NETWORK_MODULES:
-        raise UserFacingError(
-            f"The network type '{args.network_module}' is not supported yet; use networks.lora (LoRA, or LoCon with conv_dim)."
-        )
+    options = parse_network_args(args.network_module, args.network_args)
+    unit = options.get("unit")
+    if unit is not None:
+        for name, dim in (("network_dim", args.network_dim), ("conv_dim", options.get("conv_dim"))):
+            if dim is not None and dim % unit:
+                raise UserFacingError(f"DyLoRA trains ranks in steps of unit={unit}, but {name} is {dim}; "
+                                      f"choose a {name} divisible by {unit}.")
     is_adafactor = args.optimizer_type.strip().lower() == "adafactor"
     if args.learning_rate <= 0 and not is_adafactor:
         raise UserFacingError(f"The learning rate is {args.learning_rate}; it must be above 0, for a LoRA usually 1e-4.")
@@ -69,24 +70,6 @@ def validate_args(args: TrainArgs) -> None:
             raise UserFacingError(f"The {name.replace('_', ' ')} file {value} does not exist; check the path.")
     if args.resume and not Path(args.resume).is_dir():
         raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
-    parse_network_args(args.network_args)
-
-
-def parse_network_args(items: list[str]) -> dict[str, float | int]:
-    """The `network_args` networks.lora understands: conv_dim=N and conv_alpha=X (LoCon)."""
-    options: dict[str, float | int] = {}
-    for item in items:
-        key, equals, value = item.partition("=")
-        key = key.strip()
-        if not equals or key not in NETWORK_ARG_NAMES:
-            raise UserFacingError(
-                f"The network option '{item}' is not supported; networks.lora accepts conv_dim=N and conv_alpha=X."
-            )
-        try:
-            options[key] = int(value) if key == "conv_dim" else float(value)
-        except ValueError:
-            raise UserFacingError(f"The network option '{item}' needs a number after '='; fix it, e.g. {key}=4.") from None
-    return options
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -1,0 +1,81 @@
+"""The one small interface every trainable network has, so that training, the LoRA tools and each model family use
+networks without knowing which algorithm they hold.
+
+A network is a `torch.nn.Module` that sits on a frozen text encoder and U-Net:
+
+* `from_spec(text_encoder, unet, spec)` builds a fresh one, `from_weights(text_encoder, unet, state_dict, ...)` one
+  shaped and filled as a saved file says;
+* `apply_to()` makes the base model compute with it, `restore()` makes the base model compute exactly what it did
+  before, `merge_to(multiplier)` adds its weight differences into the base weights for good;
+* `set_multiplier(m)` scales its effect (samples and tools);
+* `prepare_optimizer_params(text_encoder_lr, unet_lr, default_lr)` gives the optimizer's parameter groups, each with
+  its learning rate; a part whose rate is 0 is left out and frozen;
+* `state_dict()` has exactly the keys of the file format (kohya / LyCORIS names), `load_weights(state_dict)` reads
+  them back; a key of a module the network does not have is ignored, a shape that does not fit is refused;
+* `text_encoder_loras` / `unet_loras` list the per-layer modules of each part;
+* `train()` while training and `eval()` while sampling: DyLoRA's random rank and the dropouts act only in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol, Self
+
+import torch
+from torch import nn
+
+from sd_scripts.networks.kinds import NetworkType
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What to build: the type, its rank and alpha, the typed options of `kinds.parse_network_args`, which parts."""
+
+    kind: NetworkType
+    dim: int = 4
+    alpha: float | None = 1.0
+    options: Mapping[str, object] = field(default_factory=dict)
+    train_unet: bool = True
+    train_text_encoder: bool = True
+    multiplier: float = 1.0
+
+
+class Network(Protocol):
+    """What the trainer and the tools may call on a network (see the module docstring)."""
+
+    text_encoder_loras: list[nn.Module]
+    unet_loras: list[nn.Module]
+
+    @classmethod
+    def from_spec(cls, text_encoder: nn.Module, unet: nn.Module, spec: NetworkSpec) -> Self: ...
+
+    @classmethod
+    def from_weights(
+        cls, text_encoder: nn.Module, unet: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+        multiplier: float = 1.0, metadata: Mapping[str, str] | None = None,
+    ) -> Self: ...
+
+    def apply_to(self) -> None: ...
+
+    def restore(self) -> None: ...
+
+    def merge_to(self, multiplier: float | None = None) -> None: ...
+
+    def set_multiplier(self, multiplier: float) -> None: ...
+
+    def prepare_optimizer_params(
+        self, text_encoder_lr: float | None, unet_lr: float | None, default_lr: float
+    ) -> list[dict]: ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None: ...
+
+    def parameters(self): ...
+
+    def to(self, *args, **kwargs) -> Self: ...
+
+    def train(self, mode: bool = True) -> Self: ...
+
+    def eval(self) -> Self: ...
