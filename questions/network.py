@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from wizard.config import NETWORK_TYPES, TrainConfig
+from sd_scripts.networks.kinds import LYCORIS_PRESETS, NETWORK_TYPES as NETWORK_TYPE_TABLE
+from wizard.config import FIELD_BY_NAME, NETWORK_TYPES, TrainConfig
+from wizard.network_options import IA3_PRESET, takes
 from wizard.question import Question
 
 from questions.build import comma_joined, field_help, gate, is_set
@@ -10,9 +12,8 @@ from questions.checks import BLOCKS_ALL, BLOCKS_PER_SIDE, block_values, block_we
 
 BLOCK_FIELDS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas", "conv_block_dims",
                 "conv_block_alphas")
-TYPES_WITH_BLOCKS = ("LoRA", "LoCon")  # kohya's own network: the only one that knows block weights and dims
-TYPES_WITH_CONV_DIM = ("LoCon", "LoHa", "LoKr")  # DyLoRA's conv dim is always its dim; LoRA and IA3 have none
-LYCORIS_TYPES = ("LoCon", "LoHa", "LoKr", "IA3")
+TYPES_WITH_BLOCKS = tuple(name for name, kind in NETWORK_TYPE_TABLE.items() if kind.takes("down_lr_weight"))
+DROPOUT_FIELDS = ("network_dropout", "rank_dropout", "module_dropout")
 TRAINED_PARTS = ("both", "unet only", "text encoder only")
 CONV_DIM_WHEN_UNSET = 32  # the popups' default for LoCon, LoHa and LoKr
 
@@ -25,9 +26,34 @@ def _type_is(*types: str):
     return lambda config: config.get("network_type") in types
 
 
+def _takes(field: str):
+    """A `when`: the chosen network type takes this field's option (sd_scripts.networks.kinds says which)."""
+    return lambda config: takes(config, field)
+
+
+def _asks_conv_dim(config: TrainConfig) -> bool:
+    """DyLoRA's conv dim is its dim, set by its own yes/no; every other type that takes a conv dim asks for it."""
+    return takes(config, "conv_dim") and config.get("network_type") != "DyLoRA"
+
+
 def _uses_conv(config: TrainConfig) -> bool:
-    network_type = config.get("network_type")
-    return network_type in TYPES_WITH_CONV_DIM or (network_type == "DyLoRA" and config.get("conv_dim") is not None)
+    return _asks_conv_dim(config) or (takes(config, "conv_dim") and config.get("conv_dim") is not None)
+
+
+def _dylora_trains_convs(config: TrainConfig) -> bool:
+    """Yes only when a conv dim was chosen or loaded: the conv dim's default (32, for LoCon) means no here."""
+    return config.get("conv_dim") is not None and config.origin("conv_dim") != "default"
+
+
+def _store_dylora_conv(answer: bool, config: TrainConfig) -> None:
+    config.set("conv_dim", config.get("net_dim") if answer else None)
+
+
+def _suggested_preset(config: TrainConfig) -> str:
+    """IA3 suggests LyCORIS' ia3 preset until a preset is chosen; the others keep theirs (full by default)."""
+    if config.get("network_type") == "IA3" and config.origin("lycoris_preset") == "default":
+        return IA3_PRESET
+    return config.get("lycoris_preset")
 
 
 def _store_dim(answer: int, config: TrainConfig) -> None:
@@ -130,27 +156,27 @@ QUESTIONS: list[Question] = [
         text="Which type of network?",
         help=field_help("network_type"),
     ),
-    gate(
-        "dylora_conv", "Also train the convolution layers with DyLoRA?",
-        "DyLoRA can train the U-Net's 3x3 convolutions too; their dim is then the same as the network dim. "
-        "Default no.",
-        fields=("conv_dim",), when=_type_is("DyLoRA"),
-        start_with={"conv_dim": lambda config: config.get("net_dim")},
+    Question(
+        id="dylora_conv", kind="yesno", field=None, fields=("conv_dim",), when=_type_is("DyLoRA"),
+        current=_dylora_trains_convs, store=_store_dylora_conv,
+        text="Also train the convolution layers with DyLoRA?",
+        help="DyLoRA can train the U-Net's 3x3 convolutions too; their dim is then the same as the network dim. "
+             "Default no.",
     ),
     Question(
-        id="unit", kind="int", field="unit", when=_type_is("DyLoRA"), validate=divides_dim,
+        id="unit", kind="int", field="unit", when=_takes("unit"), validate=divides_dim,
         text="DyLoRA unit size? (the dim must be divisible by it)",
         help=field_help("unit"),
     ),
     gate(
         "use_conv_block_dims", "Set the conv dim of each block separately?", field_help("conv_block_dims"),
         fields=("conv_block_dims",),
-        when=lambda config: blocks_on(config) and config.get("network_type") == "LoCon",
+        when=lambda config: blocks_on(config) and takes(config, "conv_block_dims"),
         start_with={"conv_block_dims": lambda config: _per_block(config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
     ),
     per_block_values("conv_block_dims", "Conv dims", whole=True),
     Question(
-        id="conv_dim", kind="int", field="conv_dim", when=_type_is(*TYPES_WITH_CONV_DIM),
+        id="conv_dim", kind="int", field="conv_dim", when=_asks_conv_dim,
         current=lambda config: config.get("conv_dim") or CONV_DIM_WHEN_UNSET,
         text="Conv dim (rank of the convolution layers)?",
         help=field_help("conv_dim"),
@@ -158,7 +184,7 @@ QUESTIONS: list[Question] = [
     gate(
         "use_conv_block_alphas", "Set the conv alpha of each block separately?", field_help("conv_block_alphas"),
         fields=("conv_block_alphas",),
-        when=lambda config: blocks_on(config) and config.get("network_type") == "LoCon",
+        when=lambda config: blocks_on(config) and takes(config, "conv_block_alphas"),
         start_with={"conv_block_alphas": lambda config: _per_block(
             config.get("conv_alpha") or config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
     ),
@@ -170,11 +196,45 @@ QUESTIONS: list[Question] = [
         help=field_help("conv_alpha"),
     ),
     Question(
-        id="use_conv_cp", kind="yesno", field="use_conv_cp",
-        when=lambda config: config.get("network_type") in LYCORIS_TYPES and not blocks_on(config),
+        id="use_conv_cp", kind="yesno", field="use_conv_cp", when=_takes("use_conv_cp"),
         text="Use CP decomposition for the convolution layers?",
         help=field_help("use_conv_cp"),
     ),
+    Question(
+        id="lokr_factor", kind="int", field="lokr_factor", when=_takes("lokr_factor"),
+        current=lambda config: config.get("lokr_factor") or -1,
+        text="LoKr factor? (-1: the most balanced split)",
+        help=field_help("lokr_factor"),
+    ),
+    Question(
+        id="lokr_full_matrix", kind="yesno", field="lokr_full_matrix", when=_takes("lokr_full_matrix"),
+        text="Train LoKr's larger factor as a full matrix?",
+        help=field_help("lokr_full_matrix"),
+    ),
+    Question(
+        id="dora_wd", kind="yesno", field="dora_wd", when=_takes("dora_wd"),
+        text="Use DoRA (weight decomposition)?",
+        help=field_help("dora_wd"),
+    ),
+    Question(
+        id="lycoris_preset", kind="choice", field="lycoris_preset", choices=LYCORIS_PRESETS,
+        when=_takes("lycoris_preset"), current=_suggested_preset,
+        text="Which layers should the LyCORIS network train (its preset)?",
+        help=field_help("lycoris_preset"),
+    ),
+    gate(
+        "use_network_dropout", "Use dropout in the network? (choose no if you are new to this)",
+        "Dropout switches off random parts of the network in each training step, which can fight overfitting on "
+        "small datasets. Default no.",
+        fields=DROPOUT_FIELDS, when=_takes("module_dropout"),
+        start_with={"module_dropout": lambda config: 0.1},
+    ),
+    *[Question(
+        id=field, kind="float", field=field,
+        when=lambda config, field=field: takes(config, field) and any(is_set(name)(config) for name in DROPOUT_FIELDS),
+        text=f"{FIELD_BY_NAME[field].label} (0 to below 1; 0 for none)?",
+        help=field_help(field),
+    ) for field in DROPOUT_FIELDS],
     Question(
         id="trained_parts", kind="choice", field=None, fields=("unet_only", "text_only"), choices=TRAINED_PARTS,
         current=_trained_parts, store=_store_trained_parts,

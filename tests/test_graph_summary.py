@@ -60,7 +60,7 @@ def test_edit_reasks_the_field_and_the_questions_it_opens(project: Project):
     assert config.get("alpha") == 8.0
     asked_before_summary = len(asker.asked)
     assert review(TRAIN, config, asker, save_json=save_into_folder) == "start"
-    assert asker.asked[asked_before_summary:] == ["net_dim", "network_type", "conv_dim", "conv_alpha", "use_conv_cp"]
+    assert asker.asked[asked_before_summary:] == ["net_dim", "network_type", "conv_dim", "conv_alpha"]
     assert config.get("net_dim") == 64 and config.get("alpha") == 32.0  # alpha follows a dim until it is answered
     assert config.get("network_type") == "LoCon" and config.get("conv_dim") == 8
     assert len(asker.summaries) == 3

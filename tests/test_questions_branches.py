@@ -46,6 +46,11 @@ def train_scenarios(project: Project) -> dict[str, dict]:
             "conv_block_alphas": ",".join(["2"] * 25), "scheduler": "constant", "sample_images": True,
             "sample_prompts": str(project.prompts), "sample_every_n_steps": 50,
         },
+        "lokr_with_dropout": {
+            **paths, "network_type": "LoKr", "conv_dim": 8, "use_conv_cp": False, "lokr_factor": 4,
+            "lokr_full_matrix": True, "dora_wd": True, "lycoris_preset": "attn-mlp", "use_network_dropout": True,
+            "network_dropout": 0.1, "rank_dropout": 0.05, "module_dropout": 0.0,
+        },
         "dylora": {
             **paths, "network_type": "DyLoRA", "dylora_conv": True, "unit": 8, "net_dim": 32,
             "scheduler": "cosine_with_restarts", "cosine_restarts": 3, "cache_latents_to_disk": True,

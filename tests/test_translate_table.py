@@ -3,7 +3,10 @@
 import pytest
 
 from sd_scripts.args import TrainArgs
+from sd_scripts.errors import UserFacingError
+from sd_scripts.training.validation import validate_args
 from wizard.config import ConfigError, TrainConfig
+from wizard.summary import summary_rows
 from wizard.translate import from_train_args, to_train_args, train_args_values
 
 
@@ -60,11 +63,16 @@ def test_resolution_renames_and_cpu_attention():
         ({"network_type": "LoCon", "conv_dim": 8, "conv_alpha": 0.5}, "networks.lora",
          ["conv_dim=8", "conv_alpha=0.5"]),
         ({"network_type": "LoHa", "conv_dim": 4, "conv_alpha": 2, "use_conv_cp": True}, "lycoris.kohya",
-         ["algo=loha", "conv_dim=4", "conv_alpha=2", "use_conv_cp=True"]),
-        ({"network_type": "LoKr", "conv_dim": None}, "lycoris.kohya", ["algo=lokr", "use_conv_cp=False"]),
-        ({"network_type": "IA3"}, "lycoris.kohya", ["algo=ia3", "use_conv_cp=False"]),
+         ["algo=loha", "conv_dim=4", "conv_alpha=2", "use_tucker=True"]),
+        ({"network_type": "LoKr", "conv_dim": None, "lokr_factor": 8, "lokr_full_matrix": True, "dora_wd": True},
+         "lycoris.kohya", ["algo=lokr", "dora_wd=True", "factor=8", "full_matrix=True"]),
+        ({"network_type": "LyCORIS LoCon", "conv_dim": 8, "lycoris_preset": "attn-mlp", "network_dropout": 0.1,
+          "rank_dropout": 0.2, "module_dropout": 0.05}, "lycoris.kohya",
+         ["algo=locon", "conv_dim=8", "conv_alpha=8", "preset=attn-mlp", "dropout=0.1", "rank_dropout=0.2",
+          "module_dropout=0.05"]),
+        ({"network_type": "IA3", "lycoris_preset": "ia3"}, "lycoris.kohya", ["algo=ia3", "preset=ia3"]),
         ({"network_type": "DyLoRA", "net_dim": 16, "conv_dim": 16, "unit": 8}, "networks.dylora",
-         ["unit=8", "conv_dim=16", "conv_alpha=16"]),
+         ["conv_dim=16", "conv_alpha=16", "unit=8"]),
         ({"network_type": "LoRA", "down_lr_weight": "sine", "mid_lr_weight": 0.5, "up_lr_weight": "zeros",
           "block_dims": ",".join(["4"] * 25)}, "networks.lora",
          ["down_lr_weight=sine", "mid_lr_weight=0.5", "up_lr_weight=zeros", "block_dims=" + ",".join(["4"] * 25)]),
@@ -79,12 +87,19 @@ def test_network_types_and_their_arguments(values, module, network_args):
 
 
 def test_network_settings_that_cannot_work_are_refused_in_one_sentence():
-    for values in ({"network_type": "LoHa", "down_lr_weight": "sine"},
-                   {"network_type": "LoCon", "conv_dim": None},
-                   {"network_type": "DyLoRA", "net_dim": 30, "unit": 4},
-                   {"network_type": "LoRA", "conv_block_dims": ",".join(["4"] * 25)}):
-        with pytest.raises(ConfigError):
-            to_train_args(config_with(**values))
+    with pytest.raises(ConfigError, match=r"LoCon needs Conv dim \(conv_dim\)"):
+        to_train_args(config_with(network_type="LoCon", conv_dim=None))
+    with pytest.raises(UserFacingError, match="divisible by 4"):
+        validate_args(to_train_args(config_with(network_type="DyLoRA", net_dim=30, unit=4, base_model="/m.ckpt",
+                                                img_folder="/i", output_folder="/o")))
+
+
+def test_settings_a_network_type_does_not_take_are_not_passed_and_the_summary_says_so():
+    config = config_with(network_type="LoHa", down_lr_weight="sine", conv_block_dims=",".join(["4"] * 25))
+    assert to_train_args(config).network_args == ["algo=loha", "conv_dim=32", "conv_alpha=32"]
+    rows = {row.field: row.value for row in summary_rows(config)}
+    assert rows["down_lr_weight"] == rows["conv_block_dims"] == "(not used by LoHa)"
+    assert rows["conv_dim"] == "32"
 
 
 def test_optimizer_arguments_betas_dropped_where_unknown_and_dadaptation_decoupled():

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
 from sd_scripts.errors import UserFacingError
+from sd_scripts.networks.kinds import BLOCK_WEIGHT_PRESETS, LYCORIS_PRESETS
+from sd_scripts.networks.kinds import NETWORK_TYPES as NETWORK_TYPE_TABLE
 
 # Written into every saved JSON; `wizard.formats.seed_json` migrates older versions up to this one.
 CONFIG_VERSION = 1
@@ -26,9 +28,8 @@ CONFIG_VERSION = 1
 Origin = Literal["default", "asked", "loaded"]
 ORIGINS: tuple[str, ...] = ("default", "asked", "loaded")
 
-NETWORK_TYPES = ("LoRA", "LoCon", "LoHa", "IA3", "LoKr", "DyLoRA")
+NETWORK_TYPES = tuple(NETWORK_TYPE_TABLE)
 MAX_TOKEN_LENGTHS = (75, 150, 225)
-BLOCK_WEIGHT_PRESETS = ("sine", "cosine", "linear", "reverse_linear", "zeros")
 
 
 class _SameAsDefault:
@@ -152,9 +153,8 @@ FIELDS: tuple[Field, ...] = (
        "Colab). Default off.", nullable=False),
     # --- network -------------------------------------------------------------------------------------------------
     _f("network_type", str, "LoRA", "network", "Network type",
-       "The kind of adapter: LoRA (kohya, attention and MLP layers; the most compatible), LoCon (LoRA plus the "
-       "U-Net's 3x3 convolutions, kohya's LoRA-C3Lier), LoHa, LoKr and IA3 (LyCORIS types), DyLoRA (trains "
-       "several ranks at once). Default LoRA.", choices=NETWORK_TYPES, nullable=False),
+       "The kind of adapter. " + "; ".join(f"{kind.name}: {kind.help}" for kind in NETWORK_TYPE_TABLE.values())
+       + ". Default LoRA.", choices=NETWORK_TYPES, nullable=False),
     _f("net_dim", int, 32, "network", "Network dim (rank)",
        "The rank of the LoRA: how much it can learn, and its file size. 32 suits a character or a style; 8-16 "
        "is often enough; 128 makes large files that overfit easily. Default 32.", nullable=False, minimum=1,
@@ -175,8 +175,32 @@ FIELDS: tuple[Field, ...] = (
        "DyLoRA only: ranks are trained in steps of this size (dim must be divisible by it). Default 4.",
        nullable=False, minimum=1),
     _f("use_conv_cp", bool, False, "network", "CP decomposition",
-       "LyCORIS types only (LoHa, LoKr): factorises their 3x3 convolution weights with CP (Tucker) "
-       "decomposition, which makes them smaller. Default off.", nullable=False),
+       "LyCORIS LoCon, LoHa and LoKr: factorises their 3x3 convolution weights with CP (Tucker) decomposition, "
+       "which makes them smaller. Default off.", nullable=False),
+    _f("dora_wd", bool, False, "network", "DoRA",
+       "LyCORIS LoCon, LoHa and LoKr: DoRA (weight-decomposed low-rank adaptation) trains the direction and the "
+       "magnitude of each weight apart, which often learns details better at the same rank. For LoRA with DoRA, "
+       "choose LyCORIS LoCon with the preset attn-mlp. Default off.", nullable=False),
+    _f("lycoris_preset", str, "full", "network", "LyCORIS preset",
+       "LyCORIS types: which layers get the network. full: attention, MLP, convolutions and the U-Net's in/out "
+       "layers; attn-mlp: attention and MLP only (kohya LoRA's layers); attn-only; unet-only; ia3: the layers "
+       "LyCORIS recommends for IA3 (the popups suggest it for IA3). Default full, as in LyCORIS.",
+       choices=LYCORIS_PRESETS, nullable=False),
+    _f("network_dropout", float, None, "network", "Dropout",
+       "LyCORIS LoCon, LoHa and LoKr: the probability of dropping each rank activation while training (0 to "
+       "below 1), against overfitting. Empty: none.", minimum=0, maximum=0.99),
+    _f("rank_dropout", float, None, "network", "Rank dropout",
+       "LyCORIS LoCon, LoHa and LoKr: the probability of dropping whole ranks of the update in each training step "
+       "(0 to below 1). Empty: none.", minimum=0, maximum=0.99),
+    _f("module_dropout", float, None, "network", "Module dropout",
+       "LyCORIS types: the probability of skipping a layer's whole update in a training step (0 to below 1). "
+       "Empty: none.", minimum=0, maximum=0.99),
+    _f("lokr_factor", int, None, "network", "LoKr factor",
+       "LoKr: the size of the smaller Kronecker factor of each weight; larger factors make smaller files. "
+       "Empty: -1, the most balanced split.", minimum=-1),
+    _f("lokr_full_matrix", bool, False, "network", "LoKr full matrix",
+       "LoKr: train the larger Kronecker factor as a full matrix instead of a low-rank one (bigger files, more "
+       "capacity). Default off.", nullable=False),
     _f("down_lr_weight", str, None, "network", "Down block weights",
        "Block weight training: 12 comma-separated learning-rate multipliers (0 to 1) for the U-Net's down blocks, "
        "or one preset word (sine, cosine, linear, reverse_linear, zeros). Empty: all 1."),

@@ -1,7 +1,8 @@
 """The summary shown before training: every value that will be used, where it came from.
 
 One row per TrainConfig field, in the declaration order of `wizard.config.FIELDS` (which keeps the groups together),
-labelled with the field's own label, so nothing the trainer will use is hidden: asked, loaded or default.
+labelled with the field's own label, so nothing the trainer will use is hidden: asked, loaded or default. Network
+settings the chosen network type does not take read "(not used by <type>)".
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from wizard.askers.base import SummaryRow
 from wizard.config import FIELDS, TrainConfig
+from wizard.network_options import unused_fields
 
 NOT_SET = "(not set)"
 
@@ -30,5 +32,10 @@ def format_value(value: Any) -> str:
 
 
 def summary_rows(config: TrainConfig) -> list[SummaryRow]:
-    return [SummaryRow(field.name, field.label, format_value(config.get(field.name)), config.origin(field.name))
+    """One row per field; a network setting the chosen network type does not take says so instead of a value."""
+    unused = unused_fields(config)
+    not_used = f"(not used by {config.get('network_type')})"
+    return [SummaryRow(field.name, field.label,
+                       not_used if field.name in unused else format_value(config.get(field.name)),
+                       config.origin(field.name))
             for field in FIELDS]

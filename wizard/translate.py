@@ -16,20 +16,7 @@ from typing import Any
 from sd_scripts.args import TrainArgs
 from sd_scripts.errors import UserFacingError
 from wizard.config import ConfigError, TrainConfig
-
-KOHYA_LORA_MODULE = "networks.lora"
-KOHYA_DYLORA_MODULE = "networks.dylora"
-LYCORIS_MODULE = "lycoris.kohya"
-
-# LyCORIS `algo=` values of the wizard's network types; LoCon is kohya's own (LoRA-C3Lier), not LyCORIS'.
-LYCORIS_ALGOS = {"LoHa": "loha", "IA3": "ia3", "LoKr": "lokr"}
-# Reading configurations back: LyCORIS' algos as the wizard's types ("lora"/"locon" are LyCORIS' LoCon).
-TYPES_OF_LYCORIS_ALGOS = {"lora": "LoCon", "locon": "LoCon", "loha": "LoHa", "ia3": "IA3", "lokr": "LoKr",
-                          "dylora": "DyLoRA"}
-
-# Block-weight settings of kohya's networks.lora, passed as network_args under the same names.
-BLOCK_WEIGHT_FIELDS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas")
-CONV_BLOCK_FIELDS = ("conv_block_dims", "conv_block_alphas")
+from wizard.network_options import network_settings, read_network
 
 # Optimizers that take no `betas` argument: the wizard's default betas are left out for them (as the seed did).
 OPTIMIZERS_WITHOUT_BETAS = ("AdaFactor", "SGDNesterov", "SGDNesterov8bit", "DAdaptSGD")
@@ -159,59 +146,6 @@ def resolution_text(width: int, height: int | None) -> str:
     return str(width) if height is None or height == width else f"{width},{height}"
 
 
-def network_settings(config: TrainConfig) -> tuple[str, list[str]]:
-    """network_module and the "key=value" network_args for the config's network type."""
-    network_type = config.get("network_type")
-    conv_dim = config.get("conv_dim")
-    conv_alpha = config.get("conv_alpha")
-    block_args = _present_args(config, BLOCK_WEIGHT_FIELDS)
-    conv_block_args = _present_args(config, CONV_BLOCK_FIELDS)
-    if network_type not in ("LoRA", "LoCon") and (block_args or conv_block_args):
-        raise ConfigError(f"Block weights and block dims work only with LoRA and LoCon, not {network_type}; "
-                          "clear them or choose LoRA or LoCon.")
-
-    if network_type == "LoRA":
-        if conv_block_args:
-            raise ConfigError("Conv block dims need the LoCon network type; clear them or choose LoCon.")
-        return KOHYA_LORA_MODULE, block_args
-    if network_type == "LoCon":
-        if conv_dim is None:
-            raise ConfigError("LoCon trains the convolution layers, so it needs a conv_dim; set one (e.g. 32) "
-                              "or choose LoRA.")
-        conv_args = [f"conv_dim={conv_dim}", f"conv_alpha={_number_text(_conv_alpha(conv_dim, conv_alpha))}"]
-        return KOHYA_LORA_MODULE, conv_args + block_args + conv_block_args
-    if network_type == "DyLoRA":
-        unit = config.get("unit")
-        for name, dim in (("net_dim", config.get("net_dim")), ("conv_dim", conv_dim)):
-            if dim is not None and dim % unit:
-                raise ConfigError(f"DyLoRA trains ranks in steps of unit {unit}, but {name} is {dim}; choose a "
-                                  f"{name} divisible by {unit}.")
-        conv_args = [] if conv_dim is None else [
-            f"conv_dim={conv_dim}", f"conv_alpha={_number_text(_conv_alpha(conv_dim, conv_alpha))}"]
-        return KOHYA_DYLORA_MODULE, [f"unit={unit}"] + conv_args
-    lycoris_args = [f"algo={LYCORIS_ALGOS[network_type]}"]
-    if conv_dim is not None and network_type != "IA3":
-        lycoris_args += [f"conv_dim={conv_dim}", f"conv_alpha={_number_text(_conv_alpha(conv_dim, conv_alpha))}"]
-    lycoris_args.append(f"use_conv_cp={config.get('use_conv_cp')}")
-    return LYCORIS_MODULE, lycoris_args
-
-
-def _conv_alpha(conv_dim: int, conv_alpha: float | None) -> float:
-    """An unset conv alpha equals conv_dim (no scaling), as the seed's popups defaulted it."""
-    return float(conv_dim) if conv_alpha is None else conv_alpha
-
-
-def _present_args(config: TrainConfig, names: tuple[str, ...]) -> list[str]:
-    return [f"{name}={_number_text(config.get(name))}" for name in names if config.get(name) is not None]
-
-
-def _number_text(value: Any) -> str:
-    """16.0 -> "16", 0.5 -> "0.5": network_args read like the ones sd-scripts users write."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def optimizer_args_list(optimizer_type: str, optimizer_args: dict[str, str]) -> list[str]:
     """The dict as sd-scripts' "key=value" list; betas left out where the optimizer has none, DAdaptation decoupled."""
     items = dict(optimizer_args)
@@ -275,7 +209,7 @@ def from_train_args(args: TrainArgs, cuda: bool | None = None) -> TrainConfig:
 
     put("net_dim", args.network_dim if args.network_dim is not None else 4)
     put("alpha", args.network_alpha)
-    _read_network(config, args.network_module, args.network_args)
+    read_network(config, args.network_module, args.network_args)
     put("lora_model_for_resume", args.network_weights or None)
     put("dim_from_weights", args.dim_from_weights)
     put("unet_only", args.network_train_unet_only)
@@ -373,59 +307,3 @@ def _warmup_ratio(args: TrainArgs) -> float | None:
     if args.max_train_epochs is None and args.max_train_steps and warmup < args.max_train_steps:
         return warmup / args.max_train_steps
     return None
-
-
-def _read_network(config: TrainConfig, module: str, items: list[str]) -> None:
-    """network_module + network_args -> network_type and its settings."""
-    values = parse_key_values(items, "network_args")
-    short_module = module.removeprefix("sd_scripts.")
-    if short_module == KOHYA_LORA_MODULE:
-        network_type = "LoCon" if "conv_dim" in values else "LoRA"
-    elif short_module == KOHYA_DYLORA_MODULE:
-        network_type = "DyLoRA"
-    elif short_module == LYCORIS_MODULE:
-        algo = values.pop("algo", "lora").lower()
-        if algo not in TYPES_OF_LYCORIS_ALGOS:
-            raise ConfigError(f"The LyCORIS algorithm '{algo}' is not supported; choose one of "
-                              f"{', '.join(TYPES_OF_LYCORIS_ALGOS)}.")
-        network_type = TYPES_OF_LYCORIS_ALGOS[algo]
-    else:
-        raise ConfigError(f"The network module '{module}' is not supported; use networks.lora, networks.dylora "
-                          f"or lycoris.kohya.")
-    config.set("network_type", network_type, origin="loaded")
-    # Without conv args the network trains no convolutions, which the wizard says with an empty conv_dim;
-    # given without an alpha, sd-scripts and LyCORIS use conv_alpha 1.
-    config.set("conv_dim", None, origin="loaded")
-    if "conv_dim" in values and "conv_alpha" not in values:
-        values["conv_alpha"] = "1"
-    if "disable_conv_cp" in values:  # LyCORIS 0.1's spelling
-        disabled = network_arg_value("disable_conv_cp", values.pop("disable_conv_cp"))
-        values["use_conv_cp"] = str(not disabled)
-    for name, value in values.items():
-        if name in NETWORK_ARG_KINDS:  # anything else is reported by the caller's round-trip comparison
-            config.set(name, network_arg_value(name, value), origin="loaded")
-
-
-NETWORK_ARG_KINDS = {
-    "conv_dim": int, "conv_alpha": float, "unit": int, "use_conv_cp": bool, "disable_conv_cp": bool,
-    "mid_lr_weight": float, "down_lr_weight": str, "up_lr_weight": str, "block_dims": str, "block_alphas": str,
-    "conv_block_dims": str, "conv_block_alphas": str,
-}
-
-
-def network_arg_value(name: str, text: str) -> Any:
-    kind = NETWORK_ARG_KINDS[name]
-    if kind is str:
-        return text
-    try:
-        if kind is bool:
-            if text.strip().lower() not in ("true", "false"):
-                raise ValueError(text)
-            return text.strip().lower() == "true"
-        number = float(text)
-        if kind is int and not number.is_integer():
-            raise ValueError(text)
-        return int(number) if kind is int else number
-    except ValueError:
-        expected = {bool: "True or False", int: "a whole number", float: "a number"}[kind]
-        raise ConfigError(f"The network argument {name}={text} must be {expected}; correct it.") from None

@@ -161,9 +161,9 @@ GUI_ONLY_KEYS = ("model_list", "num_cpu_threads_per_process", "vae_batch_size")
 
 LORA_TYPES = {
     "Standard": "LoRA",
-    "LoCon": "LoCon",
+    "LoCon": "LyCORIS LoCon",  # the GUI's spring-2023 LoCon was LyCORIS' (lycoris.kohya, algo=locon)
     "Kohya LoCon": "LoCon",
-    "LyCORIS/LoCon": "LoCon",
+    "LyCORIS/LoCon": "LyCORIS LoCon",
     "LyCORIS/LoHa": "LoHa",
     "LyCORIS/iA3": "IA3",
     "LyCORIS/LoKr": "LoKr",
@@ -332,7 +332,7 @@ def _network(data: dict[str, Any], reader: _Reader, put: Put) -> None:
     if network_type is None:
         raise reader.fail("LoRA_type", label, "one of " + ", ".join(LORA_TYPES))
     put("network_type", network_type, "LoRA_type")
-    if network_type in ("LoCon", "LoHa", "LoKr", "DyLoRA"):
+    if network_type in ("LoCon", "LyCORIS LoCon", "LoHa", "LoKr", "DyLoRA"):
         put("conv_dim", reader.whole("conv_dim", data.get("conv_dim")), "conv_dim")
         put("conv_alpha", reader.number("conv_alpha", data.get("conv_alpha")), "conv_alpha")
     if network_type == "DyLoRA":

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.networks.kinds import KOHYA_DYLORA_MODULE, KOHYA_LORA_MODULE, LYCORIS_MODULE
 from wizard.config import CONFIG_VERSION, FIELD_BY_NAME, ConfigError, TrainConfig
 from wizard.formats import kohya_gui
 from wizard.formats.files import read_json_object, write_text_atomically
-from wizard.translate import NETWORK_ARG_KINDS, TYPES_OF_LYCORIS_ALGOS, network_arg_value
+from wizard.network_options import network_fields
 
 # These steered the session that wrote the file (save it, only save it, load another, run a queue); loading them
 # would make a queued run save instead of train, so a load leaves them as they are.
@@ -180,32 +181,21 @@ def _seed_network(data: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
                           "correct it and try again.")
     network_args = dict(network_args)
 
-    fields: dict[str, Any] = {}
-    if lyco:
-        algo = str(network_args.pop("algo", "lora")).lower()
-        if algo not in TYPES_OF_LYCORIS_ALGOS:
-            raise ConfigError(f"The LyCORIS algorithm '{algo}' is not supported; choose one of "
-                              f"{', '.join(TYPES_OF_LYCORIS_ALGOS)}.")
-        fields["network_type"] = TYPES_OF_LYCORIS_ALGOS[algo]
-    elif "unit" in network_args:
-        fields["network_type"] = "DyLoRA"
-    elif locon or "conv_dim" in network_args:
-        fields["network_type"] = "LoCon"
-    else:
-        fields["network_type"] = "LoRA"
-
     if locon:
         if locon_dim is not None:
-            fields["conv_dim"] = locon_dim
+            network_args.setdefault("conv_dim", locon_dim)
         if locon_alpha is not None:
-            fields["conv_alpha"] = locon_alpha
-    if "disable_conv_cp" in network_args:
-        fields["use_conv_cp"] = not network_arg_value("disable_conv_cp", str(network_args.pop("disable_conv_cp")))
-    for name, value in network_args.items():
-        if name in NETWORK_ARG_KINDS:
-            fields[name] = network_arg_value(name, str(value))
-        else:
-            warnings.append(f"The network argument '{name}' is not supported by this wizard; it was ignored.")
+            network_args.setdefault("conv_alpha", locon_alpha)
+    if lyco:
+        module = LYCORIS_MODULE
+    elif "unit" in network_args:
+        module = KOHYA_DYLORA_MODULE
+    else:
+        module = KOHYA_LORA_MODULE
+    fields, ignored = network_fields(module, [f"{name}={value}" for name, value in network_args.items()])
+    for name in ignored:
+        warnings.append(f"The network argument '{name}' is not supported for {fields['network_type']} by this "
+                        "wizard; it was ignored.")
     return fields
 
 
