@@ -6,7 +6,8 @@ from pathlib import Path
 
 from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAVE_FORMATS, SAVE_PRECISIONS, TrainArgs
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.kinds import parse_network_args
+from sd_scripts.networks.file_kinds import file_lycoris_algo, file_network_module, read_file_keys
+from sd_scripts.networks.kinds import LYCORIS_MODULE, network_type_of, parse_network_args
 
 
 def validate_args(args: TrainArgs) -> None:
@@ -68,8 +69,25 @@ def validate_args(args: TrainArgs) -> None:
         value = getattr(args, name)
         if value and not Path(value).is_file():
             raise UserFacingError(f"The {name.replace('_', ' ')} file {value} does not exist; check the path.")
+    if args.network_weights and not args.dim_from_weights and args.network_weights.endswith(".safetensors"):
+        _check_weights_fit_network(args)
     if args.resume and not Path(args.resume).is_dir():
         raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
+
+
+def _check_weights_fit_network(args: TrainArgs) -> None:
+    """A LoRA to continue from must be of the network type being trained, unless its own shape is taken."""
+    keys, metadata = read_file_keys(args.network_weights)
+    module = file_network_module(keys, metadata)
+    algo = file_lycoris_algo(keys) if module == LYCORIS_MODULE else None
+    kind = network_type_of(args.network_module, args.network_args)
+    if module != kind.module or (algo is not None and algo != kind.algo):
+        found = network_type_of(module, [f"algo={algo}"] if algo else []).name
+        raise UserFacingError(
+            f"The LoRA to continue from, {Path(args.network_weights).name}, is a {found} network but this training "
+            f"is set up for {kind.name}; choose {found} as the network type, or take the dims from the file "
+            "(dim_from_weights)."
+        )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
