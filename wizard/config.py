@@ -164,9 +164,8 @@ FIELDS: tuple[Field, ...] = (
        "is halved, so a lower alpha needs a higher learning rate. alpha = dim disables the scaling. Default 16 "
        "(half the dim).", nullable=False, minimum=0),
     _f("conv_dim", int, 32, "network", "Conv dim",
-       "For LoCon, LoHa, LoKr and DyLoRA: the rank of the U-Net's 3x3 convolution layers (DyLoRA: keep it equal "
-       "to dim). LoCon needs it; empty: DyLoRA trains no convolutions, LoHa and LoKr use dim. Ignored by LoRA and IA3. "
-       "Default 32.",
+       "For LoCon, LyCORIS LoCon, LoHa, LoKr and DyLoRA: the rank of the U-Net's 3x3 convolution layers (DyLoRA: "
+       "equal to dim). LoCon needs it; empty: no convolutions are trained. Not used by LoRA and IA3. Default 32.",
        minimum=1, maximum=1024),
     _f("conv_alpha", float, None, "network", "Conv alpha",
        "Like alpha, for the convolution layers: scales them by conv_alpha/conv_dim. Empty: equal to conv_dim "
