@@ -7,6 +7,9 @@ sd-scripts itself:
   `CLIPSdpaAttention` / `CLIPMLP` of the text encoder, each `Linear` and 1x1 `Conv2d` gets a LoRA of rank `dim`.
   With `conv_dim`, the 3x3 convs of `ResnetBlock2D`, `Downsample2D` and `Upsample2D` get rank `conv_dim` too (their
   Linear `time_emb_proj` and 1x1 `conv_shortcut` get `dim`).
+* Block-wise options (`blocks.py`): `block_dims`/`block_alphas` (and `conv_block_dims`/`conv_block_alphas`) give
+  each of the U-Net's 25 blocks its own rank and alpha; `down_lr_weight`/`mid_lr_weight`/`up_lr_weight` give each
+  block its own optimizer group at unet lr x weight, and a block of weight 0 gets no modules (no keys in the file).
 * Key names are `lora_unet_<diffusers path>` and `lora_te_text_model_<path>` with every "." turned into "_".
   transformers 5 dropped the `text_model.` level of `CLIPTextModel`; it is put back so the names stay the ones every
   LoRA reader expects.
@@ -29,6 +32,8 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.networks.base import NetworkSpec
+from sd_scripts.networks.blocks import BlockRanks, block_index, block_lr_weights, block_ranks
 from sd_scripts.saving.lora_file import load_lora_file
 
 TEXT_ENCODER_PREFIX = "lora_te"
@@ -93,6 +98,7 @@ class LoRANetwork(nn.Module):
     keys of a kohya file: `<lora_name>.lora_down.weight`, `<lora_name>.lora_up.weight`, `<lora_name>.alpha`.
     `module_ranks` ({lora_name: (rank, alpha)}) builds only the named modules with their own ranks, as when a
     network is re-created from a file (see `from_weights`); the conv targets are then always scanned.
+    `block_ranks` gives the U-Net's layers the (rank, alpha) of their block instead of `dim`/`conv_dim`.
     """
 
     def __init__(
@@ -108,6 +114,7 @@ class LoRANetwork(nn.Module):
         train_unet: bool = True,
         train_text_encoder: bool = True,
         module_ranks: Mapping[str, tuple[int, float | None]] | None = None,
+        block_ranks: BlockRanks | None = None,
         make_module: Callable[[str, nn.Linear | nn.Conv2d, int, float | None], nn.Module] = LoRAModule,
     ) -> None:
         super().__init__()
@@ -118,6 +125,8 @@ class LoRANetwork(nn.Module):
         self.conv_dim = conv_dim
         self.conv_alpha = DEFAULT_CONV_ALPHA if conv_dim is not None and conv_alpha is None else conv_alpha
         self.module_ranks = module_ranks
+        self.block_ranks = block_ranks
+        self.block_lr_weights: tuple[float, ...] | None = None  # see set_block_lr_weights
         # lora_name -> the base-model module it hooks into; a plain dict so the base model is not registered here.
         self.targets: dict[str, nn.Module] = {}
         self.hooks: dict[str, RemovableHandle] = {}
@@ -129,12 +138,33 @@ class LoRANetwork(nn.Module):
                 text_encoder, TEXT_ENCODER_PREFIX, TEXT_ENCODER_TARGETS, text_model_level=True
             )
         if train_unet:
-            scan_convs = conv_dim is not None or module_ranks is not None
+            scan_convs = conv_dim is not None or module_ranks is not None or (
+                block_ranks is not None and block_ranks.conv_dims is not None)
             unet_targets = UNET_TARGETS + (UNET_CONV_TARGETS if scan_convs else ())
             self.unet_loras = self._create_loras(unet, UNET_PREFIX, unet_targets, text_model_level=False)
         for lora in self.text_encoder_loras + self.unet_loras:
             lora.multiplier = multiplier
             self.add_module(lora.lora_name, lora)
+
+    @classmethod
+    def from_spec(cls, text_encoder: nn.Module, unet: nn.Module, spec: NetworkSpec) -> "LoRANetwork":
+        """A fresh LoRA (or kohya LoCon when the spec has conv_dim) as `spec` asks, with its block-wise options."""
+        conv_dim, conv_alpha = spec.options.get("conv_dim"), spec.options.get("conv_alpha")
+        network = cls(
+            text_encoder,
+            unet,
+            multiplier=spec.multiplier,
+            dim=spec.dim,
+            alpha=spec.alpha,
+            conv_dim=conv_dim,
+            conv_alpha=conv_alpha,
+            train_unet=spec.train_unet,
+            train_text_encoder=spec.train_text_encoder,
+            block_ranks=block_ranks(spec.options, dim=spec.dim, alpha=spec.alpha, conv_dim=conv_dim,
+                                    conv_alpha=conv_alpha),
+        )
+        network.set_block_lr_weights(spec.options)
+        return network
 
     @classmethod
     def from_weights(
@@ -144,8 +174,12 @@ class LoRANetwork(nn.Module):
         weights: str | Path | Mapping[str, torch.Tensor],
         *,
         multiplier: float = 1.0,
+        metadata: Mapping[str, str] | None = None,
     ) -> "LoRANetwork":
-        """A network shaped as a LoRA file says (each module's own rank and alpha), with its weights loaded."""
+        """A network shaped as a LoRA file says (each module's own rank and alpha), with its weights loaded.
+
+        `metadata` is not needed: a kohya LoRA's keys say everything about its shape.
+        """
         state_dict = _as_state_dict(weights)
         network = cls(text_encoder, unet, multiplier=multiplier, module_ranks=file_module_ranks(state_dict))
         network.load_weights(state_dict)
@@ -165,10 +199,7 @@ class LoRANetwork(nn.Module):
                 if not isinstance(child, (nn.Linear, nn.Conv2d)):
                     continue
                 lora_name = f"{prefix}.{path}.{child_path}".replace(".", "_")
-                if self.module_ranks is not None:
-                    rank_alpha = self.module_ranks.get(lora_name)
-                else:
-                    rank_alpha = self._rank_for(child)
+                rank_alpha = self._rank_for(lora_name, child, in_unet=prefix == UNET_PREFIX)
                 if rank_alpha is None:
                     continue
                 if lora_name in self.targets:
@@ -177,9 +208,21 @@ class LoRANetwork(nn.Module):
                 loras.append(self.make_module(lora_name, child, *rank_alpha))
         return loras
 
-    def _rank_for(self, module: nn.Linear | nn.Conv2d) -> tuple[int, float | None] | None:
-        """(rank, alpha) for a module sd-scripts would wrap, None for a 3x3 conv when there is no conv_dim."""
-        if isinstance(module, nn.Linear) or module.kernel_size == (1, 1):
+    def _rank_for(
+        self, lora_name: str, module: nn.Linear | nn.Conv2d, *, in_unet: bool
+    ) -> tuple[int, float | None] | None:
+        """(rank, alpha) for a module sd-scripts would wrap, None where it gets no LoRA.
+
+        That is: a name the file does not have (`module_ranks`), a block of dim 0 (`block_ranks`), or a 3x3 conv
+        when there is no conv dim.
+        """
+        if self.module_ranks is not None:
+            return self.module_ranks.get(lora_name)
+        is_conv = isinstance(module, nn.Conv2d) and module.kernel_size != (1, 1)
+        block = block_index(lora_name) if in_unet and self.block_ranks is not None else None
+        if block is not None:
+            return self.block_ranks.rank_of(block, conv=is_conv)
+        if not is_conv:
             return self.dim, self.alpha
         if self.conv_dim is not None:
             return self.conv_dim, self.conv_alpha
@@ -221,17 +264,35 @@ class LoRANetwork(nn.Module):
             weight.copy_((weight.float() + delta).to(weight.dtype))
 
     # --- training -------------------------------------------------------------------------------------------------
+    def set_block_lr_weights(self, options: Mapping[str, object]) -> None:
+        """Train each U-Net block at unet lr x its weight, from the typed network options (none given: off).
+
+        Also meant for a network continued from a file, as sd-scripts applies the weights with `dim_from_weights`.
+        """
+        self.block_lr_weights = block_lr_weights(options)
+
     def prepare_optimizer_params(
         self, text_encoder_lr: float | None, unet_lr: float | None, default_lr: float
     ) -> list[dict]:
         """Optimizer parameter groups, text encoder first; a missing rate falls back to `default_lr`.
 
-        A group whose rate is 0 is left out, so that part of the network is not trained (sd-scripts does the same).
+        With block weights the U-Net has one group per block, in the order its layers are found, at unet lr x the
+        block's weight (x 1 for a layer outside the blocks), as in sd-scripts. A group whose rate is 0 is left out
+        and frozen, so that part of the network is not trained (sd-scripts leaves it out too).
         """
         self.requires_grad_(True)
+        unet_lr = default_lr if unet_lr is None else unet_lr
+        parts = [(self.text_encoder_loras, default_lr if text_encoder_lr is None else text_encoder_lr)]
+        if self.block_lr_weights is None:
+            parts.append((self.unet_loras, unet_lr))
+        else:
+            by_block: dict[int | None, list[nn.Module]] = {}
+            for lora in self.unet_loras:
+                by_block.setdefault(block_index(lora.lora_name), []).append(lora)
+            parts += [(loras, unet_lr * (1.0 if block is None else self.block_lr_weights[block]))
+                      for block, loras in by_block.items()]
         groups: list[dict] = []
-        for loras, lr in ((self.text_encoder_loras, text_encoder_lr), (self.unet_loras, unet_lr)):
-            lr = default_lr if lr is None else lr
+        for loras, lr in parts:
             if not loras or lr == 0:
                 for lora in loras:
                     lora.requires_grad_(False)
