@@ -184,7 +184,7 @@ QUESTIONS: list[Question] = [
     gate(
         "use_conv_block_alphas", "Set the conv alpha of each block separately?", field_help("conv_block_alphas"),
         fields=("conv_block_alphas",),
-        when=lambda config: blocks_on(config) and takes(config, "conv_block_alphas"),
+        when=lambda config: blocks_on(config) and is_set("conv_block_dims")(config),  # sd-scripts needs both
         start_with={"conv_block_alphas": lambda config: _per_block(
             config.get("conv_alpha") or config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
     ),
@@ -227,7 +227,7 @@ QUESTIONS: list[Question] = [
         "Dropout switches off random parts of the network in each training step, which can fight overfitting on "
         "small datasets. Default no.",
         fields=DROPOUT_FIELDS, when=_takes("module_dropout"),
-        start_with={"module_dropout": lambda config: 0.1},
+        start_with={name: (lambda config: 0.1) for name in DROPOUT_FIELDS},
     ),
     *[Question(
         id=field, kind="float", field=field,

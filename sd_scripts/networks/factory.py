@@ -63,12 +63,20 @@ def network_from_file(
     *,
     multiplier: float = 1.0,
     metadata: Mapping[str, str] | None = None,
+    block_lr_options: Mapping[str, object] | None = None,
 ) -> Network:
-    """A network shaped and filled as a saved file says (its own kind, ranks and alphas), not yet applied."""
+    """A network shaped and filled as a saved file says (its own kind, ranks and alphas), not yet applied.
+
+    `block_lr_options` (the typed options of the current settings) give a kohya LoRA read from a file the
+    current run's per-block learning-rate weights, as sd-scripts does with dim_from_weights.
+    """
     if isinstance(weights, Mapping):
         state_dict, metadata = dict(weights), dict(metadata or {})
     else:
         state_dict, metadata = load_lora_file(weights)
     module = file_network_module(state_dict, metadata)
-    return _network_class(module).from_weights(text_encoder, unet, state_dict, multiplier=multiplier,
-                                               metadata=metadata)
+    network = _network_class(module).from_weights(text_encoder, unet, state_dict, multiplier=multiplier,
+                                                  metadata=metadata)
+    if block_lr_options and module == KOHYA_LORA_MODULE:
+        network.set_block_lr_weights(block_lr_options)
+    return network

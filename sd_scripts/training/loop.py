@@ -180,11 +180,13 @@ class TrainingSession:
     def build_network(self) -> Network:
         """The network the settings ask for, or the one a LoRA file to continue from describes."""
         args, model = self.args, self.model
+        spec = spec_from_args(args)
         if args.network_weights and args.dim_from_weights:
-            network = network_from_file(args.network_weights, model.text_encoder, model.unet)
+            network = network_from_file(args.network_weights, model.text_encoder, model.unet,
+                                        block_lr_options=spec.options)
             self.note(f"Continuing from the LoRA {args.network_weights}, with its own type, dims and alphas.")
         else:
-            network = create_network(spec_from_args(args), model.text_encoder, model.unet)
+            network = create_network(spec, model.text_encoder, model.unet)
             if args.network_weights:
                 state_dict, _ = load_lora_file(args.network_weights)
                 network.load_weights(state_dict)

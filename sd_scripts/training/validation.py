@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAVE_FORMATS, SAVE_PRECISIONS, TrainArgs
 from sd_scripts.errors import UserFacingError
+from sd_scripts.networks.blocks import block_ranks
 from sd_scripts.networks.file_kinds import file_lycoris_algo, file_network_module, read_file_keys
 from sd_scripts.networks.kinds import LYCORIS_MODULE, network_type_of, parse_network_args
 
@@ -24,6 +25,8 @@ def validate_args(args: TrainArgs) -> None:
     if args.save_precision is not None:
         _check_choice("save_precision", args.save_precision, SAVE_PRECISIONS)
     options = parse_network_args(args.network_module, args.network_args)
+    block_ranks(options, dim=args.network_dim or 4, alpha=args.network_alpha, conv_dim=options.get("conv_dim"),
+                conv_alpha=options.get("conv_alpha"))  # per-block values that cannot work, found before loading
     unit = options.get("unit")
     if unit is not None:
         for name, dim in (("network_dim", args.network_dim), ("conv_dim", options.get("conv_dim"))):
