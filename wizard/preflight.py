@@ -4,7 +4,8 @@ It reads the dataset exactly as the trainer will (`sd_scripts.dataset.scan_datas
 trainer counts it (`sd_scripts.training.length.plan_run_length` and the trainer's warmup rule), so its numbers are
 the run's numbers. It adds what only a person can judge: captions that are missing or orphaned, buckets that hold
 one or two images, whether the trigger word is in the captions, the memory the run needs against the GPU's free
-memory, and the disk space. A setting that makes training impossible becomes the report's one sentence.
+memory, whether the installed PyTorch can use the NVIDIA GPU that is there, and the disk space. A setting that makes
+training impossible becomes the report's one sentence.
 
 `confirm_preflight` is what the wizard calls between the summary and training.
 """
@@ -29,6 +30,7 @@ from wizard.askers.base import Asker, ReportAction, line_up_columns
 from wizard.askers.console import ConsoleAsker
 from wizard.config import TrainConfig
 from wizard.formats.files import write_text_atomically
+from wizard.hardware import torch_gpu_warning
 from wizard.memory_estimate import (
     GB,
     OPTIMIZER_STATE_BYTES,
@@ -125,6 +127,7 @@ class Preflight:
     triggers: list[TriggerCheck] = field(default_factory=list)
     memory: MemoryEstimate | None = None
     gpu: GpuMemory | None = None
+    gpu_warning: str | None = None  # an NVIDIA GPU is there, but the installed PyTorch cannot use it
     memory_advice: list[str] = field(default_factory=list)  # what to change when the run does not fit
     disks: list[DiskCheck] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -137,8 +140,10 @@ class Preflight:
         """The report in plain words; table rows separate their cells with tabs (see `line_up_columns`)."""
         if self.problem is not None:
             return f"Training cannot start: {self.problem}"
-        sections = [self._images_text(), self._buckets_text(), self._length_text(), self._tags_text(),
-                    self._memory_text(), self._disk_text()]
+        sections = [self._images_text(), self._buckets_text(), self._length_text(), self._tags_text()]
+        if self.gpu_warning:
+            sections.append(f"PyTorch and the GPU\n{self.gpu_warning}")
+        sections += [self._memory_text(), self._disk_text()]
         if self.warnings:
             sections.append("\n".join(["Warnings from reading the images"] + [f"- {w}" for w in self.warnings]))
         return "\n\n".join(sections)
@@ -263,9 +268,13 @@ class Preflight:
 
 
 def preflight_report(
-    config: TrainConfig, *, read_gpu: Callable[[], GpuMemory | None] = read_gpu_memory
+    config: TrainConfig, *, read_gpu: Callable[[], GpuMemory | None] = read_gpu_memory,
+    check_torch: Callable[[], str | None] = torch_gpu_warning,
 ) -> Preflight:
-    """Everything the report says about this config; a setting that cannot work gives a report with `problem`."""
+    """Everything the report says about this config; a setting that cannot work gives a report with `problem`.
+
+    `check_torch` imports torch, but only where nvidia-smi finds a GPU, that is where training follows anyway.
+    """
     try:
         args = to_train_args(config)
         validate_args(args)
@@ -295,6 +304,7 @@ def preflight_report(
                   if not subset.is_reg and subset.class_tokens and subset.images],
         memory=estimate_training_memory(setup, size),
         gpu=gpu,
+        gpu_warning=check_torch(),
         memory_advice=_memory_advice(setup),
         disks=_disk_checks(args, plan, length, lora, size),
         warnings=list(plan.warnings),
