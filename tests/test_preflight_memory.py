@@ -92,3 +92,37 @@ def test_a_model_file_is_measured_from_its_header(tiny_model, tmp_path):
     assert tiny.activation_scale < 0.1  # a tiny U-Net keeps tiny activations
     assert model_size(None, v2=True) == SD2
     assert model_size(str(tmp_path / "missing.safetensors"), v2=False) == SD1
+
+
+def test_other_network_types_are_counted_relative_to_a_lora_of_the_same_rank():
+    torch = pytest.importorskip("torch")
+    from sd_scripts.networks.factory import create_network
+    from sd_scripts.networks.base import NetworkSpec
+    from sd_scripts.networks.kinds import NETWORK_TYPES
+    from test_lora_fixtures import tiny_text_encoder, tiny_unet
+
+    torch.set_num_threads(1)
+    text_encoder, unet = tiny_text_encoder(), tiny_unet()
+
+    def counted(kind: str, dim: int, **options) -> dict[str, int]:
+        """Trained parameters per layer (kohya name) of a fresh network of this type."""
+        spec = NetworkSpec(kind=NETWORK_TYPES[kind], dim=dim, options=options)
+        per_layer: dict[str, int] = {}
+        for name, parameter in create_network(spec, text_encoder, unet).named_parameters():
+            layer = name.split(".")[0]
+            per_layer[layer] = per_layer.get(layer, 0) + parameter.numel()
+        return per_layer
+
+    def on_lora_layers(per_layer: dict[str, int], lora: dict[str, int]) -> int:
+        assert set(lora) <= set(per_layer)  # LyCORIS' attn-mlp preset covers kohya LoRA's layers (and time_embedding)
+        return sum(per_layer[layer] for layer in lora)
+
+    lora4, lora8 = counted("LoRA", 4), counted("LoRA", 8)
+    # LoHa's ΔW = (w1a @ w1b) ⊙ (w2a @ w2b): two pairs of a LoRA's shapes on each layer.
+    assert on_lora_layers(counted("LoHa", 4, algo="loha", preset="attn-mlp"), lora4) == 2 * sum(lora4.values())
+    assert LoraShape(dim=4, network_type="LoHa").parameters(SD1) == 2 * LoraShape(dim=4).parameters(SD1)
+    # IA3 learns one vector per layer: far below a LoRA; LoKr's factors at most half of one.
+    assert 0 < sum(counted("IA3", 4, algo="ia3", preset="attn-mlp").values()) < sum(lora4.values()) / 4
+    assert on_lora_layers(counted("LoKr", 8, algo="lokr", preset="attn-mlp"), lora8) <= sum(lora8.values()) / 2
+    assert LoraShape(dim=8, network_type="LoKr").parameters(SD1) == LoraShape(dim=8).parameters(SD1) // 2
+    assert LoraShape(dim=8, network_type="IA3").parameters(SD1) == round(LoraShape(dim=8).parameters(SD1) / 16)

@@ -48,6 +48,7 @@ OPTIMIZER_STATE_BYTES = {
     "DAdaptation": 12, "DAdaptAdam": 12, "DAdaptLion": 8, "DAdaptSGD": 8, "Prodigy": 16, "AdaFactor": 4,
 }
 SAFETENSORS_BYTES_PER_MODULE = 3 * 150  # header entries of lora_down, lora_up and alpha
+NETWORK_PARAMETERS_RELATIVE_TO_LORA = {"LoHa": 2.0, "LoKr": 0.5}  # see LoraShape._relative_to_lora
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,21 @@ class LoraShape:
     conv_dim: int | None = None
     train_unet: bool = True
     train_text_encoder: bool = True
+    network_type: str = "LoRA"
 
     def parameters(self, size: ModelSize) -> int:
+        """The trained parameters: a kohya LoRA's count of this rank, scaled for the other algorithms."""
+        return round(self._lora_parameters(size) * self._relative_to_lora())
+
+    def _relative_to_lora(self) -> float:
+        """LoHa holds two factor pairs of a LoRA's shapes per layer; LoKr's Kronecker factors are at most half a
+        LoRA's (the smaller factor is tiny, the larger one a low-rank pair of reduced sides); IA3 holds one vector
+        per layer, about 1/(2 x dim) of a LoRA pair; the LoRA-shaped types (LoCon, DyLoRA, DoRA) are 1."""
+        if self.network_type == "IA3":
+            return 1 / (2 * self.dim)
+        return NETWORK_PARAMETERS_RELATIVE_TO_LORA.get(self.network_type, 1.0)
+
+    def _lora_parameters(self, size: ModelSize) -> int:
         count = 0
         if self.train_text_encoder:
             count += self.dim * size.text_encoder_lora_per_rank

@@ -24,7 +24,7 @@ from sd_scripts.dataset import DatasetPlan, DatasetSettings, Subset, scan_datase
 from sd_scripts.errors import UserFacingError
 from sd_scripts.training.length import RunLength, plan_run_length
 from sd_scripts.training.length import resolve_warmup_steps
-from sd_scripts.networks.kinds import parse_network_args
+from sd_scripts.networks.kinds import network_type_of, parse_network_args
 from sd_scripts.training.validation import validate_args
 from wizard.askers.base import Asker, ReportAction, line_up_columns
 from wizard.askers.console import ConsoleAsker
@@ -390,6 +390,7 @@ def _trigger_check(subset: Subset) -> TriggerCheck:
 def _lora_shape(args: TrainArgs) -> LoraShape:
     options = parse_network_args(args.network_module, args.network_args)
     return LoraShape(
+        network_type=network_type_of(args.network_module, args.network_args).name,
         dim=args.network_dim or 4,  # the trainer's default rank when none is given
         conv_dim=options.get("conv_dim"),
         train_unet=not args.network_train_text_encoder_only and args.unet_lr != 0,
