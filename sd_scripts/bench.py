@@ -2,9 +2,14 @@
 
 The model is randomly initialised with the real SD1.5 shapes (`--model sd15`, 860 M U-Net parameters) or the tiny
 demo shapes (`--model tiny`), so nothing needs to be downloaded. Each step is what training runs: VAE encode (unless
-`--cache-latents`), text encoding and the U-Net's loss with the LoRA (U-Net and text encoder, rank 4) applied,
-backward, optimizer step. It prints images/s, the median seconds per step after the warm-up steps, and the peak
-memory: the CUDA allocator's peak on a GPU, else the peak resident memory of the process.
+`--cache-latents`), text encoding and the U-Net's loss with the network (U-Net and text encoder, rank `--dim`)
+applied, backward, optimizer step. It prints images/s, the median seconds per step after the warm-up steps, and the
+peak memory: the CUDA allocator's peak on a GPU, else the peak resident memory of the process.
+
+`--network loha dylora ...` measures each network type of the trainer's table (built as training builds it, with
+`--network-args` such as preset=attn-mlp given to the types that take them) on one base model, in turn for
+`--rounds` rounds, and ends with a table of their medians and their ratio to LoRA, which is measured too. On a CPU
+the process's peak memory only grows, so after the first network it is the highest so far.
 """
 
 from __future__ import annotations
@@ -14,14 +19,21 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sd_scripts.networks.kinds import NETWORK_TYPES, NetworkType, parse_network_args
+
 MODELS = ("sd15", "tiny")
+# "lora", "locon", "lycoris-locon", "loha", "lokr", "ia3", "dylora": the table's names as command-line words
+NETWORKS: dict[str, NetworkType] = {kind.name.lower().replace(" ", "-"): kind for kind in NETWORK_TYPES.values()}
+BASELINE = "lora"
 
 
 @dataclass(frozen=True)
 class BenchResult:
     model: str
+    network: str  # the type's name in the trainer's table, with the options it was built with
     device: str
     resolution: int
     batch_size: int
@@ -36,8 +48,9 @@ class BenchResult:
 
     def report(self) -> str:
         return "\n".join([
-            f"model {self.model}: U-Net {self.unet_parameters / 1e6:.1f} M parameters, LoRA {self.lora_parameters / 1e6:.2f} M "
-            f"trainable; {self.resolution}x{self.resolution}, batch {self.batch_size}, precision {self.precision}, "
+            f"model {self.model}: U-Net {self.unet_parameters / 1e6:.1f} M parameters, {self.network} "
+            f"{self.lora_parameters / 1e6:.2f} M trainable; {self.resolution}x{self.resolution}, "
+            f"batch {self.batch_size}, precision {self.precision}, "
             f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, device {self.device}",
             f"s/step (median): {self.seconds_per_step:.4f}",
             f"images/s: {self.images_per_second:.2f}",
@@ -71,9 +84,34 @@ def random_model(name: str):
     )
 
 
+def network_spec(network: str, *, dim: int = 4, alpha: float = 1.0, network_args: Sequence[str] = ()):
+    """The NetworkSpec of a type named on the command line, with the `network_args` that type takes.
+
+    LoCon needs conv_dim; it gets the network's rank, so every type is measured at the same rank.
+    """
+    from sd_scripts.networks.base import NetworkSpec
+
+    kind = NETWORKS[network]
+    args = [arg for arg in network_args if kind.takes(arg.partition("=")[0].strip()) and not arg.startswith("algo")]
+    if kind.algo is not None:
+        args.append(f"algo={kind.algo}")
+    if "conv_dim" in kind.required and not any(arg.startswith("conv_dim") for arg in args):
+        args.append(f"conv_dim={dim}")
+    return NetworkSpec(kind=kind, dim=dim, alpha=alpha, options=parse_network_args(kind.module, args))
+
+
+def describe_network(spec) -> str:
+    """"LoHa (preset=attn-mlp)": the type and the options it was built with, for the report."""
+    shown = ", ".join(f"{key}={value}" for key, value in spec.options.items() if key != "algo")
+    return f"{spec.kind.name} ({shown})" if shown else spec.kind.name
+
+
 def run_benchmark(
     *,
     model: str = "sd15",
+    network: str = BASELINE,
+    network_args: Sequence[str] = (),
+    dim: int = 4,
     resolution: int = 512,
     batch_size: int = 1,
     steps: int = 10,
@@ -82,11 +120,13 @@ def run_benchmark(
     gradient_checkpointing: bool = False,
     cache_latents: bool = False,
     optimizer: str = "AdamW",
+    base=None,
 ) -> BenchResult:
+    """Time training steps of one network type; `base` reuses a model built by `random_model(model)`."""
     import torch
 
     from sd_scripts.models import encode_tokens, tokenize
-    from sd_scripts.networks.lora import LoRANetwork
+    from sd_scripts.networks.factory import create_network
     from sd_scripts.training.noise import make_noise_scheduler
     from sd_scripts.training.optimizers import build_optimizer, resolve_optimizer_name
     from sd_scripts.training.precision import (
@@ -105,17 +145,19 @@ def run_benchmark(
         print(note, file=sys.stderr)
     accelerator = create_accelerator(precision)
     device, dtype = accelerator.device, WEIGHT_DTYPES[precision]
-    base = random_model(model)
-    network = LoRANetwork(base.text_encoder, base.unet, dim=4, alpha=1.0)
-    network.apply_to()
+    base = base or random_model(model)
+    spec = network_spec(network, dim=dim, network_args=network_args)
+    network_object = create_network(spec, base.text_encoder, base.unet)
+    network_object.apply_to()
+    network_object.train()  # DyLoRA's random rank acts in training mode, as in the trainer
     freeze_base_model((base.unet, base.vae, base.text_encoder), device, dtype)
-    network.to(device, dtype=torch.float32)
+    network_object.to(device, dtype=torch.float32)
     configure_attention(base.unet, base.vae, xformers=False, on_cuda=device.type == "cuda")
     if gradient_checkpointing:
         enable_gradient_checkpointing(base.unet, base.text_encoder, text_encoder_trained=True)
-    groups = network.prepare_optimizer_params(1e-4, 1e-4, 1e-4)
+    groups = network_object.prepare_optimizer_params(1e-4, 1e-4, 1e-4)
     built = build_optimizer(resolve_optimizer_name(optimizer), groups, 1e-4, {})
-    network, optimizer_object = accelerator.prepare(network, built.optimizer)
+    _, optimizer_object = accelerator.prepare(network_object, built.optimizer)
     parameters = [p for group in groups for p in group["params"]]
 
     scheduler = make_noise_scheduler(v_parameterization=False)
@@ -157,10 +199,12 @@ def run_benchmark(
         else:
             peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
     finally:
+        network_object.restore()  # the base model may serve the next network
         reset_accelerate_state()
     median = statistics.median(durations)
     return BenchResult(
         model=model,
+        network=describe_network(spec),
         device=str(device),
         resolution=resolution,
         batch_size=batch_size,
@@ -175,9 +219,44 @@ def run_benchmark(
     )
 
 
+def compare_networks(
+    networks: Sequence[str], *, model: str = "sd15", rounds: int = 1, **settings
+) -> list[BenchResult]:
+    """`run_benchmark` for LoRA and then each of `networks`, all on one base model; the first result is LoRA's.
+
+    With several rounds the types take turns, so that a load that comes and goes on a shared machine falls on all
+    of them alike; each type's result is its round with the median time.
+    """
+    base = random_model(model)
+    names = [BASELINE] + [name for name in networks if name != BASELINE]
+    runs: dict[str, list[BenchResult]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name in names:
+            runs[name].append(run_benchmark(model=model, network=name, base=base, **settings))
+    return [sorted(results, key=lambda result: result.seconds_per_step)[(rounds - 1) // 2]
+            for results in runs.values()]
+
+
+def comparison_table(results: Sequence[BenchResult]) -> str:
+    """The medians side by side, each with its ratio to the first result's (LoRA's)."""
+    baseline = results[0].seconds_per_step
+    width = max(len(result.network) for result in results)
+    lines = [f"{'network':<{width}}  trainable  s/step (median)  ratio to LoRA"]
+    lines += [f"{result.network:<{width}}  {result.lora_parameters / 1e6:7.2f} M  {result.seconds_per_step:15.4f}  "
+              f"{result.seconds_per_step / baseline:13.2f}" for result in results]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sd_scripts.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=MODELS, default="sd15")
+    parser.add_argument("--network", nargs="+", choices=tuple(NETWORKS), default=[BASELINE],
+                        help="network type(s); several are compared with LoRA in a table")
+    parser.add_argument("--network-args", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="network options, each given to the types that take it, e.g. preset=attn-mlp unit=2")
+    parser.add_argument("--dim", type=int, default=4, help="the rank of every network")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with several networks: measure them in turn this many times, keep each one's median")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10, help="timed steps, after the warm-up steps")
@@ -188,14 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizer", default="AdamW")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     options = parser.parse_args(argv)
-    if options.resolution % 8 or options.resolution < 64 or options.batch_size < 1 or options.steps < 1:
-        parser.error("the resolution must be a multiple of 8 of at least 64, and batch size and steps at least 1")
+    if options.resolution % 8 or options.resolution < 64 or min(options.batch_size, options.steps, options.rounds) < 1:
+        parser.error("the resolution must be a multiple of 8 of at least 64, and batch size, steps and rounds at "
+                     "least 1")
     if options.threads:
         import torch
 
         torch.set_num_threads(options.threads)
-    result = run_benchmark(
-        model=options.model,
+    settings = dict(
+        network_args=options.network_args,
+        dim=options.dim,
         resolution=options.resolution,
         batch_size=options.batch_size,
         steps=options.steps,
@@ -205,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         cache_latents=options.cache_latents,
         optimizer=options.optimizer,
     )
-    print(result.report())
+    if len(options.network) == 1:
+        print(run_benchmark(model=options.model, network=options.network[0], **settings).report())
+        return 0
+    results = compare_networks(options.network, model=options.model, rounds=options.rounds, **settings)
+    print("\n\n".join(result.report() for result in results))
+    print()
+    print(comparison_table(results))
     return 0
 
 

@@ -25,3 +25,29 @@ def test_benchmark_command_line_prints_the_three_figures(capsys):
     printed = capsys.readouterr().out
     assert "s/step (median):" in printed and "images/s:" in printed and "peak memory (process RSS):" in printed
     assert "gradient checkpointing on" in printed
+
+
+def test_every_network_type_is_specified_as_training_specifies_it():
+    from sd_scripts.bench import NETWORKS, network_spec
+    from sd_scripts.networks.kinds import NETWORK_TYPES
+
+    assert set(NETWORKS) == {"lora", "locon", "lycoris-locon", "loha", "lokr", "ia3", "dylora"}
+    for name, kind in NETWORKS.items():
+        spec = network_spec(name, dim=8, network_args=["preset=attn-mlp", "unit=2"])
+        assert spec.kind is kind and kind is NETWORK_TYPES[kind.name] and spec.dim == 8
+        assert spec.options.get("algo") == kind.algo  # LyCORIS' algo= comes from the type, kohya's have none
+        assert spec.options.get("preset") == ("attn-mlp" if kind.takes("preset") else None)
+    assert network_spec("locon", dim=8).options == {"conv_dim": 8}  # LoCon needs conv_dim: the same rank
+    assert network_spec("dylora", network_args=["unit=2", "preset=full"]).options == {"unit": 2}
+
+
+def test_benchmark_compares_network_types_with_lora(capsys):
+    assert main(["--model", "tiny", "--resolution", "64", "--steps", "1", "--warmup-steps", "1", "--cache-latents",
+                 "--network", "dylora", "locon", "--network-args", "unit=2", "--rounds", "2"]) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.index("ratio to LoRA"):].splitlines()[1:]
+    assert [line.split()[0] for line in table] == ["LoRA", "DyLoRA", "LoCon"]  # LoRA, measured too, comes first
+    assert table[0].split()[-1] == "1.00"
+    assert all(float(line.split()[-1]) > 0 for line in table)
+    assert "DyLoRA (unit=2) 0.10 M trainable" in printed and "LoCon (conv_dim=4)" in printed
+    assert printed.count("images/s:") == 3  # each type's median round is reported
