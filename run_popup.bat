@@ -12,7 +12,7 @@ set "HERE=%~dp0"
 set "VENV=%~dp0.venv"
 set "VPY=%~dp0.venv\Scripts\python.exe"
 set "STAMP=%~dp0.venv\requirements.txt.installed"
-rem The Pythons every pinned package has wheels for, on Windows and Linux alike; the newest found is used.
+rem The Pythons every pinned package has wheels for (tools\check_python_versions.py); the newest found is used.
 set "PYTHON_VERSIONS=3.14 3.13 3.12 3.11"
 pushd "%HERE%"
 
