@@ -94,15 +94,16 @@ class DyLoRAModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The update for input `x`: in training one random block learns (see the module docstring), else all."""
-        scale = self.alpha / self.rank * self.multiplier
+        factor = self.multiplier / self.rank  # times alpha: one tensor operation, the rest in Python
         if self.training:
             trained = int(torch.randint(self.blocks, ()))
             down = torch.cat([block if index == trained else block.detach() for index, block in enumerate(self.lora_A)])
             up = torch.cat([block if index == trained else block.detach() for index, block in enumerate(self.lora_B)],
                            dim=1)
-            scale = scale * math.sqrt(self.rank / ((trained + 1) * self.unit))
+            factor *= math.sqrt(self.rank / ((trained + 1) * self.unit))
         else:
             down, up = self.down_weight(), self.up_weight()
+        scale = self.alpha * factor
         if self.is_conv:
             hidden = functional.conv2d(x, down, stride=self.stride, padding=self.padding)
             return functional.conv2d(hidden, up) * scale
