@@ -146,6 +146,29 @@ def test_the_random_blocks_repeat_for_the_same_seed():
     assert drawn(5) != drawn(6)
 
 
+def test_gradient_checkpointing_recomputes_the_forward_with_the_same_block():
+    """The recomputation in backward draws again; torch's checkpoint replays its generator, so it is the same block."""
+    from torch.utils.checkpoint import checkpoint
+
+    module = DyLoRAModule("layer", torch.nn.Linear(5, 7), 8, 2.0, unit=1)
+    with torch.no_grad():
+        for block in module.lora_B:
+            block.normal_()
+    x = torch.randn(3, 5)
+
+    def gradients(checkpointed: bool, seed: int) -> list[torch.Tensor | None]:
+        torch.manual_seed(seed)
+        module.zero_grad(set_to_none=True)
+        output = checkpoint(module, x, use_reentrant=False) if checkpointed else module(x)
+        output.square().sum().backward()
+        return [None if block.grad is None else block.grad.clone() for block in module.lora_A + module.lora_B]
+
+    for seed in range(6):
+        plain, recomputed = gradients(False, seed), gradients(True, seed)
+        assert [grad is None for grad in plain] == [grad is None for grad in recomputed]
+        assert all(torch.allclose(a, b) for a, b in zip(plain, recomputed) if a is not None)
+
+
 def test_in_the_network_every_layer_trains_exactly_one_block_per_step(tiny_dylora):
     text_encoder, unet, network = tiny_dylora
     latents, timesteps, context = unet_inputs()
