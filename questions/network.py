@@ -13,7 +13,7 @@ from questions.checks import BLOCKS_ALL, BLOCKS_PER_SIDE, block_values, block_we
 BLOCK_FIELDS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas", "conv_block_dims",
                 "conv_block_alphas")
 TYPES_WITH_BLOCKS = tuple(name for name, kind in NETWORK_TYPE_TABLE.items() if kind.takes("down_lr_weight"))
-DROPOUT_FIELDS = ("network_dropout", "rank_dropout", "module_dropout")
+DROPOUT_FIELDS = ("rank_dropout", "module_dropout")
 TRAINED_PARTS = ("both", "unet only", "text encoder only")
 CONV_DIM_WHEN_UNSET = 32  # the popups' default for LoCon, LoHa and LoKr
 

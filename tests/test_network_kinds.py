@@ -39,10 +39,10 @@ def test_network_modules_and_algos_name_their_types(module, args, expected):
 
 def test_options_are_typed_and_the_old_cp_spellings_read_as_use_tucker():
     options = parse_network_args("lycoris.kohya", ["algo=lokr", "conv_dim=8", "conv_alpha=0.5", "factor=-1",
-                                                   "full_matrix=true", "dora_wd=False", "dropout=0.1",
+                                                   "full_matrix=true", "dora_wd=False", "rank_dropout=0.1",
                                                    "disable_conv_cp=True"])
     assert options == {"algo": "lokr", "conv_dim": 8, "conv_alpha": 0.5, "factor": -1, "full_matrix": True,
-                       "dora_wd": False, "dropout": 0.1, "use_tucker": False}
+                       "dora_wd": False, "rank_dropout": 0.1, "use_tucker": False}
     assert parse_network_args("lycoris.kohya", ["algo=loha", "use_conv_cp=True"])["use_tucker"] is True
     blocks = parse_network_args("networks.lora", ["down_lr_weight=cosine+.25", "block_dims=" + ",".join(["4"] * 25)])
     assert blocks == {"down_lr_weight": "cosine+.25", "block_dims": (4,) * 25}
@@ -53,7 +53,8 @@ def test_options_are_typed_and_the_old_cp_spellings_read_as_use_tucker():
     ("networks.oft", [], "not one this trainer has"),
     ("networks.lora", ["algo=loha"], "does not apply to LoRA"),
     ("lycoris.kohya", ["algo=ia3", "conv_dim=4"], "does not apply to IA3"),
-    ("lycoris.kohya", ["algo=loha", "dropout=1.5"], "dropout needs a number from 0 to below 1"),
+    ("lycoris.kohya", ["algo=loha", "rank_dropout=1.5"], "rank_dropout needs a number from 0 to below 1"),
+    ("lycoris.kohya", ["algo=loha", "dropout=0.1"], "does not apply to LoHa"),  # acts in no mode sd-scripts uses
     ("networks.lora", ["block_dims=4,4"], "25 comma-separated whole numbers"),
     ("networks.lora", ["conv_dim"], "not of the form key=value"),
 ])
@@ -85,6 +86,12 @@ def test_a_files_kind_is_read_from_its_tensor_names(suffixes, metadata, module, 
     assert file_network_module(keys, metadata) == module
     if algo is not None:
         assert file_lycoris_algo(keys) == algo
+
+
+def test_a_plain_lora_file_on_layers_only_lycoris_trains_is_lycoris_locon():
+    keys = [f"{NAME}.lora_down.weight", "lora_unet_conv_in.lora_down.weight", "lora_unet_conv_in.lora_up.weight"]
+    assert file_network_module(keys, {}) == "lycoris.kohya" and file_lycoris_algo(keys) == "locon"
+    assert file_network_module(["lora_unet_time_embedding_linear_1.lora_down.weight"], {}) == "lycoris.kohya"
 
 
 @pytest.mark.parametrize("keys, words", [

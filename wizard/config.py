@@ -182,12 +182,9 @@ FIELDS: tuple[Field, ...] = (
        "choose LyCORIS LoCon with the preset attn-mlp. Default off.", nullable=False),
     _f("lycoris_preset", str, "full", "network", "LyCORIS preset",
        "LyCORIS types: which layers get the network. full: attention, MLP, convolutions and the U-Net's in/out "
-       "layers; attn-mlp: attention and MLP only (kohya LoRA's layers); attn-only; unet-only; ia3: the layers "
+       "layers; attn-mlp: attention and MLP (kohya LoRA's layers) and the time embedding; attn-only; unet-only; ia3: the layers "
        "LyCORIS recommends for IA3 (the popups suggest it for IA3). Default full, as in LyCORIS.",
        choices=LYCORIS_PRESETS, nullable=False),
-    _f("network_dropout", float, None, "network", "Dropout",
-       "LyCORIS LoCon, LoHa and LoKr: the probability of dropping each rank activation while training (0 to "
-       "below 1), against overfitting. Empty: none.", minimum=0, maximum=0.99),
     _f("rank_dropout", float, None, "network", "Rank dropout",
        "LyCORIS LoCon, LoHa and LoKr: the probability of dropping whole ranks of the update in each training step "
        "(0 to below 1). Empty: none.", minimum=0, maximum=0.99),

@@ -22,7 +22,6 @@ FIELD_OF_OPTION = {
     "use_tucker": "use_conv_cp",
     "dora_wd": "dora_wd",
     "preset": "lycoris_preset",
-    "dropout": "network_dropout",
     "rank_dropout": "rank_dropout",
     "module_dropout": "module_dropout",
     "factor": "lokr_factor",

@@ -15,6 +15,8 @@ LYCORIS_ONLY_SUFFIXES = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "ha
                          "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t1", "lokr_t2",
                          "on_input", "dora_scale", "lora_mid.weight", "diff", "diff_b", "w_norm", "b_norm")
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+# Layers LyCORIS' presets train and kohya's networks never do: a plain lora_down file with them is LyCORIS' LoCon.
+LYCORIS_ONLY_LAYERS = ("lora_unet_conv_in.", "lora_unet_conv_out.", "lora_unet_time_embedding_")
 # LyCORIS' algo, told by the first tensor name that only it writes.
 ALGO_OF_SUFFIX = (("hada_", "loha"), ("lokr_", "lokr"), ("on_input", "ia3"))
 
@@ -58,7 +60,8 @@ def read_file_keys(path: str | Path) -> tuple[list[str], dict[str, str]]:
 
 
 def _is_lycoris_key(key: str) -> bool:
-    return key.split(".", 1)[-1] in LYCORIS_ONLY_SUFFIXES or key.endswith(".on_input")
+    return (key.split(".", 1)[-1] in LYCORIS_ONLY_SUFFIXES or key.endswith(".on_input")
+            or key.startswith(LYCORIS_ONLY_LAYERS))
 
 
 def _has_kohya_keys(keys: Collection[str]) -> bool:

@@ -122,7 +122,6 @@ OPTIONS: dict[str, NetworkOption] = {option.name: option for option in (
     NetworkOption("algo", _choice(("lora", "locon", "loha", "lokr", "ia3")), "one of lora, locon, loha, lokr, ia3"),
     NetworkOption("preset", _choice(LYCORIS_PRESETS), f"one of {', '.join(LYCORIS_PRESETS)}"),
     NetworkOption("use_tucker", _truth, "True or False"),
-    NetworkOption("dropout", _fraction, "a number from 0 to below 1, e.g. dropout=0.1"),
     NetworkOption("rank_dropout", _fraction, "a number from 0 to below 1, e.g. rank_dropout=0.1"),
     NetworkOption("module_dropout", _fraction, "a number from 0 to below 1, e.g. module_dropout=0.1"),
     NetworkOption("dora_wd", _truth, "True or False"),
@@ -137,7 +136,8 @@ NEGATED_ALIASES = {"disable_conv_cp": "use_tucker"}
 BLOCK_WEIGHT_OPTIONS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold")
 BLOCK_DIM_OPTIONS = ("block_dims", "block_alphas")
 CONV_BLOCK_DIM_OPTIONS = ("conv_block_dims", "conv_block_alphas")
-LYCORIS_COMMON = ("algo", "preset", "dropout", "rank_dropout", "module_dropout")
+# LyCORIS' plain `dropout` acts only in its bypass mode, which sd-scripts never uses (lycoris-lora 4.1.3): not offered.
+LYCORIS_COMMON = ("algo", "preset", "rank_dropout", "module_dropout")
 
 
 @dataclass(frozen=True)

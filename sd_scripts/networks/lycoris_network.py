@@ -225,7 +225,6 @@ class LycorisNetwork(nn.Module):
                 alpha=spec.alpha,
                 conv_lora_dim=conv_dim,
                 conv_alpha=conv_dim if conv_alpha is None else conv_alpha,
-                dropout=options.get("dropout", 0.0),
                 rank_dropout=options.get("rank_dropout", 0.0),
                 module_dropout=options.get("module_dropout", 0.0),
                 use_tucker=options.get("use_tucker", False),
