@@ -29,7 +29,8 @@ from sd_scripts.training.state import (
     restore_random_states,
     save_training_state,
 )
-from sd_scripts.training.validation import parse_network_args, validate_args
+from sd_scripts.networks.kinds import parse_network_args
+from sd_scripts.training.validation import validate_args
 
 
 # --- noise and targets -------------------------------------------------------------------------------------------
@@ -284,12 +285,12 @@ def _valid_args(**changes) -> TrainArgs:
     ({"pretrained_model_name_or_path": ""}, "base model"),
     ({"train_data_dir": None}, "image folder"),
     ({"learning_rate": 0.0}, "learning rate"),
-    ({"network_module": "lycoris.kohya"}, "not supported"),
+    ({"network_module": "networks.oft"}, "not one this trainer has"),
     ({"color_aug": True, "cache_latents": True}, "Color augmentation"),
     ({"network_train_unet_only": True, "network_train_text_encoder_only": True}, "choose one"),
     ({"lr_scheduler": "warmup_stable_decay"}, "lr_scheduler"),
     ({"max_token_length": 100}, "max_token_length"),
-    ({"network_args": ["algo=loha"]}, "conv_dim"),
+    ({"network_args": ["algo=loha"]}, "does not apply to LoRA"),
 ])
 def test_bad_settings_are_refused_with_one_sentence(changes, words):
     with pytest.raises(UserFacingError, match=words) as caught:
@@ -299,4 +300,4 @@ def test_bad_settings_are_refused_with_one_sentence(changes, words):
 
 def test_good_settings_pass_and_network_args_parse():
     validate_args(_valid_args(network_args=["conv_dim=8", "conv_alpha=4"]))
-    assert parse_network_args(["conv_dim=8", "conv_alpha=4"]) == {"conv_dim": 8, "conv_alpha": 4.0}
+    assert parse_network_args("networks.lora", ["conv_dim=8", "conv_alpha=4"]) == {"conv_dim": 8, "conv_alpha": 4.0}
