@@ -19,7 +19,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sd_scripts.networks.kinds import NETWORK_TYPES, NetworkType, parse_network_args
@@ -220,12 +220,18 @@ def run_benchmark(
 
 
 def compare_networks(
-    networks: Sequence[str], *, model: str = "sd15", rounds: int = 1, **settings
+    networks: Sequence[str],
+    *,
+    model: str = "sd15",
+    rounds: int = 1,
+    on_result: Callable[[BenchResult], None] | None = None,
+    **settings,
 ) -> list[BenchResult]:
     """`run_benchmark` for LoRA and then each of `networks`, all on one base model; the first result is LoRA's.
 
     With several rounds the types take turns, so that a load that comes and goes on a shared machine falls on all
-    of them alike; each type's result is its round with the median time.
+    of them alike; each type's result is its round with the median time. `on_result` sees every round's result as
+    it comes (a full-size model on a CPU takes minutes per type).
     """
     base = random_model(model)
     names = [BASELINE] + [name for name in networks if name != BASELINE]
@@ -233,6 +239,8 @@ def compare_networks(
     for _ in range(rounds):
         for name in names:
             runs[name].append(run_benchmark(model=model, network=name, base=base, **settings))
+            if on_result is not None:
+                on_result(runs[name][-1])
     return [sorted(results, key=lambda result: result.seconds_per_step)[(rounds - 1) // 2]
             for results in runs.values()]
 
@@ -289,9 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(options.network) == 1:
         print(run_benchmark(model=options.model, network=options.network[0], **settings).report())
         return 0
-    results = compare_networks(options.network, model=options.model, rounds=options.rounds, **settings)
-    print("\n\n".join(result.report() for result in results))
-    print()
+    results = compare_networks(options.network, model=options.model, rounds=options.rounds,
+                               on_result=lambda result: print(result.report(), end="\n\n", flush=True), **settings)
     print(comparison_table(results))
     return 0
 

@@ -50,4 +50,4 @@ def test_benchmark_compares_network_types_with_lora(capsys):
     assert table[0].split()[-1] == "1.00"
     assert all(float(line.split()[-1]) > 0 for line in table)
     assert "DyLoRA (unit=2) 0.10 M trainable" in printed and "LoCon (conv_dim=4)" in printed
-    assert printed.count("images/s:") == 3  # each type's median round is reported
+    assert printed.count("images/s:") == 6  # every round of each type is reported as it comes
