@@ -8,8 +8,8 @@ peak memory: the CUDA allocator's peak on a GPU, else the peak resident memory o
 
 `--network loha dylora ...` measures each network type of the trainer's table (built as training builds it, with
 `--network-args` such as preset=attn-mlp given to the types that take them) on one base model, in turn for
-`--rounds` rounds, and ends with a table of their medians and their ratio to LoRA, which is measured too. On a CPU
-the process's peak memory only grows, so after the first network it is the highest so far.
+`--rounds` rounds, and ends with a table of their medians and their ratio to LoRA (measured too) in the same
+round. On a CPU the process's peak memory only grows, so after the first network it is the highest so far.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sd_scripts.networks.kinds import NETWORK_TYPES, NetworkType, parse_network_args
@@ -226,12 +226,11 @@ def compare_networks(
     rounds: int = 1,
     on_result: Callable[[BenchResult], None] | None = None,
     **settings,
-) -> list[BenchResult]:
-    """`run_benchmark` for LoRA and then each of `networks`, all on one base model; the first result is LoRA's.
+) -> dict[str, list[BenchResult]]:
+    """`run_benchmark` for LoRA and then each of `networks`, all on one base model: {name: one result per round}.
 
     With several rounds the types take turns, so that a load that comes and goes on a shared machine falls on all
-    of them alike; each type's result is its round with the median time. `on_result` sees every round's result as
-    it comes (a full-size model on a CPU takes minutes per type).
+    of them alike. `on_result` sees every result as it comes (a full-size model on a CPU takes minutes per type).
     """
     base = random_model(model)
     names = [BASELINE] + [name for name in networks if name != BASELINE]
@@ -241,17 +240,25 @@ def compare_networks(
             runs[name].append(run_benchmark(model=model, network=name, base=base, **settings))
             if on_result is not None:
                 on_result(runs[name][-1])
-    return [sorted(results, key=lambda result: result.seconds_per_step)[(rounds - 1) // 2]
-            for results in runs.values()]
+    return runs
 
 
-def comparison_table(results: Sequence[BenchResult]) -> str:
-    """The medians side by side, each with its ratio to the first result's (LoRA's)."""
-    baseline = results[0].seconds_per_step
-    width = max(len(result.network) for result in results)
-    lines = [f"{'network':<{width}}  trainable  s/step (median)  ratio to LoRA"]
-    lines += [f"{result.network:<{width}}  {result.lora_parameters / 1e6:7.2f} M  {result.seconds_per_step:15.4f}  "
-              f"{result.seconds_per_step / baseline:13.2f}" for result in results]
+def comparison_table(runs: Mapping[str, Sequence[BenchResult]]) -> str:
+    """Each type's median s/step over its rounds, and the median of its ratios to LoRA's step in the same round.
+
+    A ratio within one round compares steps taken minutes apart at most, so it holds better than the seconds when
+    the machine's load changes.
+    """
+    baseline = runs[BASELINE]
+    rows = []
+    for results in runs.values():
+        ratios = [result.seconds_per_step / lora.seconds_per_step for result, lora in zip(results, baseline)]
+        seconds = statistics.median(result.seconds_per_step for result in results)
+        rows.append((results[0].network, results[0].lora_parameters, seconds, statistics.median(ratios)))
+    width = max(len(row[0]) for row in rows)
+    lines = [f"{'network':<{width}}  trainable  s/step (median)  ratio to LoRA (median of {len(baseline)} rounds)"]
+    lines += [f"{name:<{width}}  {parameters / 1e6:7.2f} M  {seconds:15.4f}  {ratio:13.2f}"
+              for name, parameters, seconds, ratio in rows]
     return "\n".join(lines)
 
 
@@ -264,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="network options, each given to the types that take it, e.g. preset=attn-mlp unit=2")
     parser.add_argument("--dim", type=int, default=4, help="the rank of every network")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="with several networks: measure them in turn this many times, keep each one's median")
+                        help="with several networks: measure them in turn this many times; the table gives medians")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10, help="timed steps, after the warm-up steps")
@@ -297,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(options.network) == 1:
         print(run_benchmark(model=options.model, network=options.network[0], **settings).report())
         return 0
-    results = compare_networks(options.network, model=options.model, rounds=options.rounds,
-                               on_result=lambda result: print(result.report(), end="\n\n", flush=True), **settings)
-    print(comparison_table(results))
+    runs = compare_networks(options.network, model=options.model, rounds=options.rounds,
+                            on_result=lambda result: print(result.report(), end="\n\n", flush=True), **settings)
+    print(comparison_table(runs))
     return 0
 
 

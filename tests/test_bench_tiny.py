@@ -51,3 +51,23 @@ def test_benchmark_compares_network_types_with_lora(capsys):
     assert all(float(line.split()[-1]) > 0 for line in table)
     assert "DyLoRA (unit=2) 0.10 M trainable" in printed and "LoCon (conv_dim=4)" in printed
     assert printed.count("images/s:") == 6  # every round of each type is reported as it comes
+
+
+def test_the_table_takes_each_ratio_within_a_round():
+    """A load that comes and goes shows in the seconds; the ratio of two steps of the same round holds."""
+    from dataclasses import replace
+
+    from sd_scripts.bench import BenchResult, comparison_table
+
+    def result(network: str, seconds: float) -> BenchResult:
+        return BenchResult(model="tiny", network=network, device="cpu", resolution=64, batch_size=1, precision="no",
+                           gradient_checkpointing=False, unet_parameters=1, lora_parameters=100_000,
+                           seconds_per_step=seconds, images_per_second=1 / seconds, peak_memory_bytes=1,
+                           peak_memory_kind="process RSS")
+
+    lora = [result("LoRA", seconds) for seconds in (1.0, 10.0, 2.0)]  # round 2 ran on a busy machine
+    loha = [replace(each, network="LoHa", seconds_per_step=seconds) for each, seconds in zip(lora, (2.0, 10.0, 6.0))]
+    rows = comparison_table({"lora": lora, "loha": loha}).splitlines()
+    assert "median of 3 rounds" in rows[0]
+    assert rows[1].split()[-2:] == ["2.0000", "1.00"]
+    assert rows[2].split()[-2:] == ["6.0000", "2.00"]  # ratios 2, 1, 3; the ratio of the medians would say 3
