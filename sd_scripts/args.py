@@ -50,7 +50,6 @@ class TrainArgs:
     v_parameterization: bool = False
     vae: str | None = None
     tokenizer_cache_dir: str | None = None
-    lowram: bool = False
     clip_skip: int | None = None
     max_token_length: int | None = None  # None = 75; 150 or 225 enable window chunking
 

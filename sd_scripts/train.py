@@ -25,6 +25,7 @@ from typing import Any
 from sd_scripts.args import TrainArgs, flatten_sections, read_toml
 from sd_scripts.errors import UserFacingError
 from sd_scripts.events import Event, EventHandler, Failed, Finished, Saved, SampleMade, Started, Step, ignore_event
+from sd_scripts.notices import quiet_library_notices
 from sd_scripts.training.result import TrainResult
 
 __all__ = ["TrainResult", "train", "main"]
@@ -147,6 +148,7 @@ class ConsoleProgress:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_notices()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         args, unknown = args_from_command_line(sys.argv[1:] if argv is None else argv)

@@ -153,13 +153,14 @@ def test_metadata_bucket_info_is_null_without_buckets(tmp_path):
     assert scan_dataset(settings_for(tmp_path, resolution=(64, 64))).metadata()["ss_bucket_info"] == "null"
 
 
-def test_without_buckets_larger_images_are_accepted_and_smaller_ones_refused(tmp_path):
+def test_without_buckets_larger_images_are_accepted_and_smaller_ones_refused_with_random_crop(tmp_path):
     write_folder(tmp_path / "1_a", [(80, 96)])
     plan = scan_dataset(settings_for(tmp_path, resolution=(64, 64)))
     assert plan.images[0].bucket == (64, 64)
     write_image(tmp_path / "1_a" / "small.png", (64, 48))
+    assert scan_dataset(settings_for(tmp_path, resolution=(64, 64))).images[1].resized_size == (85, 64)  # enlarged
     with pytest.raises(UserFacingError, match="small.png.*smaller than the resolution"):
-        scan_dataset(settings_for(tmp_path, resolution=(64, 64)))
+        scan_dataset(settings_for(tmp_path, resolution=(64, 64), random_crop=True))
 
 
 def test_bucket_range_must_contain_the_resolution(tmp_path):

@@ -36,6 +36,9 @@ LATER_KEYS = {
     "ss_adaptive_noise_scale", "ss_zero_terminal_snr", "ss_scale_weight_norms", "ss_ip_noise_gamma",
     "ss_debiased_estimation", "ss_noise_offset_random_strength", "ss_ip_noise_gamma_random_strength", "ss_loss_type",
     "ss_fp8_base", "ss_fp8_base_unet",
+    # today's sd-scripts (train_network.py, HEAD 48d368fa) also writes these for every training
+    "ss_huber_schedule", "ss_huber_scale", "ss_huber_c", "ss_validation_seed", "ss_validation_split",
+    "ss_max_validation_steps", "ss_validate_every_n_epochs", "ss_validate_every_n_steps", "ss_resize_interpolation",
 }
 JSON_KEYS = {"ss_network_args", "ss_dataset_dirs", "ss_reg_dataset_dirs", "ss_tag_frequency", "ss_bucket_info"}
 
@@ -128,9 +131,10 @@ def test_modelspec_keys_for_an_sd1_lora(model_files):
     metadata = training_metadata(example_args(), DATASET, example_run(model_files), steps=40, epoch=2, saved_at=1_700_000_500.0)
     modelspec = {key: value for key, value in metadata.items() if key.startswith("modelspec.")}
     date = modelspec.pop("modelspec.date")
-    assert date.startswith("2023-11-1")
+    assert date.startswith("2023-11-1") and "." not in date  # sai_model_spec: isoformat of the whole seconds
     assert modelspec == {
-        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.implementation_version": "sd-scripts/unknown",  # get_implementation_version's value without git
         "modelspec.architecture": "stable-diffusion-v1/lora",
         "modelspec.implementation": "diffusers",
         "modelspec.title": "ohwx_cat",
@@ -165,11 +169,29 @@ def test_sd2_families(model_files, version, architecture, prediction, resolution
 def test_no_metadata_keeps_only_what_a_reader_needs(model_files):
     args = example_args(no_metadata=True, network_args=[], network_dim=None)
     metadata = training_metadata(args, DATASET, example_run(model_files), steps=40, epoch=2, saved_at=1_700_000_500.0)
-    assert metadata == {
+    assert metadata == {  # no ss_network_args: sd-scripts writes it only `if args.network_args`
         "ss_network_module": "networks.lora", "ss_network_dim": "4", "ss_network_alpha": "8.0",
-        "ss_network_args": "{}", "ss_v2": "False", "ss_base_model_version": "sd_v1",
+        "ss_v2": "False", "ss_base_model_version": "sd_v1",
     }
-    assert set(metadata) == set(MINIMUM_KEYS)
+    assert set(metadata) == set(MINIMUM_KEYS) - {"ss_network_args"}
+
+
+def test_sd_scripts_values_of_the_settings_this_trainer_fixes(model_files):
+    """What train_network.py writes for an l2 run without validation (its argparse defaults), and cache_latents
+    true when only the disk cache is asked for (train_util.verify_training_args turns cache_latents on)."""
+    args = example_args(cache_latents=False, cache_latents_to_disk=True, network_args=[])
+    metadata = training_metadata(args, DATASET, example_run(model_files), steps=40, epoch=2, saved_at=1_700_000_500.0)
+    assert {key: metadata[key] for key in (
+        "ss_cache_latents", "ss_loss_type", "ss_huber_schedule", "ss_huber_scale", "ss_huber_c",
+        "ss_num_validation_images", "ss_validation_seed", "ss_validation_split", "ss_max_validation_steps",
+        "ss_validate_every_n_epochs", "ss_validate_every_n_steps", "ss_resize_interpolation", "ss_lowram",
+    )} == {
+        "ss_cache_latents": "True", "ss_loss_type": "l2", "ss_huber_schedule": "snr", "ss_huber_scale": "1.0",
+        "ss_huber_c": "0.1", "ss_num_validation_images": "0", "ss_validation_seed": "None",
+        "ss_validation_split": "0.0", "ss_max_validation_steps": "None", "ss_validate_every_n_epochs": "None",
+        "ss_validate_every_n_steps": "None", "ss_resize_interpolation": "None", "ss_lowram": "False",
+    }
+    assert "ss_network_args" not in metadata
 
 
 def test_model_file_hashes_are_sd_scripts_hashes(tmp_path):

@@ -11,13 +11,13 @@ when training starts (`wizard.runner`, lazily).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.notices import quiet_library_notices
 from wizard.askers.base import Asker, ReportAction
 from wizard.askers.console import ConsoleAsker
 from wizard.config import TrainConfig
@@ -207,13 +207,6 @@ def _guided_training(flows: Mapping[str, Sequence[Question]], config: TrainConfi
             return _exit_code(train(config, asker))
         if decision == "cancel":
             return EXIT_FAILED
-
-
-def quiet_library_notices() -> None:
-    """Keep the libraries' import-time notices (transformers' torchvision fallback, bitsandbytes' optional CPU
-    kernels) off the console: they mean nothing to the user and bury the wizard's own messages. Errors still show."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def choose_asker(force_console: bool = False) -> Asker:

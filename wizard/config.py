@@ -148,9 +148,6 @@ FIELDS: tuple[Field, ...] = (
     _f("tokenizer_cache_dir", str, None, "model", "Tokenizer cache folder",
        "Optional folder for a local copy of the CLIP tokenizer; the wizard ships its tokenizer, so this is only "
        "needed for unusual setups. Empty: not used.", path="folder"),
-    _f("lowram", bool, False, "model", "Low system RAM",
-       "Loads the base model straight onto the GPU to save system RAM (useful on machines with little RAM, e.g. "
-       "Colab). Default off.", nullable=False),
     # --- network -------------------------------------------------------------------------------------------------
     _f("network_type", str, "LoRA", "network", "Network type",
        "The kind of adapter. " + "; ".join(f"{kind.name}: {kind.help}" for kind in NETWORK_TYPE_TABLE.values())

@@ -42,7 +42,6 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "v_parameterization": c("v_parameterization"),
         "vae": c("vae"),
         "tokenizer_cache_dir": c("tokenizer_cache_dir"),
-        "lowram": c("lowram"),
         "clip_skip": c("clip_skip"),
         "max_token_length": None if c("max_clip_token_length") == 75 else c("max_clip_token_length"),
         # dataset
@@ -173,7 +172,6 @@ def from_train_args(args: TrainArgs, cuda: bool | None = None) -> TrainConfig:
     put("v_parameterization", args.v_parameterization)
     put("vae", args.vae or None)
     put("tokenizer_cache_dir", args.tokenizer_cache_dir or None)
-    put("lowram", args.lowram)
     put("clip_skip", args.clip_skip if args.clip_skip is not None else 1)
     put("max_clip_token_length", args.max_token_length if args.max_token_length is not None else 75)
 

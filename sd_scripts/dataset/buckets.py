@@ -85,7 +85,8 @@ def select_no_upscale_bucket(size: tuple[int, int], max_area: int, steps: int) -
 
 
 def select_fixed_size(size: tuple[int, int], resolution: tuple[int, int]) -> BucketChoice:
-    """No bucketing: the image keeps its size and is cropped to the resolution (the caller checks it is not smaller)."""
+    """No bucketing with random_crop: the image keeps its size and is cut to the resolution (the caller checks it is
+    not smaller), as sd-scripts' loader does; without random_crop it is scaled to cover, as with one bucket."""
     return BucketChoice(resolution, size, resolution[0] / resolution[1] - size[0] / size[1])
 
 

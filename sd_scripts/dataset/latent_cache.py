@@ -2,10 +2,11 @@
 
 A cached latent is the image fitted to its bucket with a centered crop and no color change, so caching is impossible
 with `color_aug` or `random_crop` (`ensure_latents_cacheable` says so in one sentence). With `flip_aug` the mirrored
-image is encoded too. Disk files are named `<stem>_<WWWW>x<HHHH>_sd.npz` after the original image size and hold
-`latents_<h>x<w>`, `original_size_<h>x<w>`, `crop_ltrb_<h>x<w>` and, with flip_aug, `latents_flipped_<h>x<w>`
-(h, w = latent height and width), as current sd-scripts writes them; a file that already holds a latent of the right
-size (and its flipped twin when needed) is reused instead of encoding again.
+image is encoded too. Disk files are the ones sd-scripts' SD1/SD2 caching strategy reads and writes: an old
+`<stem>.npz` when one exists, else `<stem>_<WWWW>x<HHHH>_sd.npz` after the original image size, holding `latents`,
+`original_size`, `crop_ltrb` and, with flip_aug, `latents_flipped` (no `_<h>x<w>` key suffix: that is only for
+sd-scripts' multi-resolution models, FLUX and SD3), so a cache written by either trainer is reused by the other. A file
+whose latents have the bucket's size (and the flipped ones when needed) is reused; any other is encoded again.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class LatentCache:
     """The latents of every image in use, by index into plan.images: tensors in memory, or the .npz that hold them."""
 
     in_memory: dict[int, tuple[Tensor, Tensor | None]] = field(default_factory=dict)  # (latents, flipped latents)
-    on_disk: dict[int, tuple[Path, str]] = field(default_factory=dict)  # (npz path, key suffix)
+    on_disk: dict[int, Path] = field(default_factory=dict)  # the npz that holds them
 
     def get(self, image_index: int, flipped: bool) -> Tensor:
         """The [C, h, w] latents of one image, of its mirror image when `flipped`."""
@@ -45,9 +46,8 @@ class LatentCache:
         if image_index in self.in_memory:
             latents, latents_flipped = self.in_memory[image_index]
             return latents_flipped if flipped else latents
-        path, suffix = self.on_disk[image_index]
-        with np.load(path) as npz:
-            return torch.from_numpy(npz[("latents_flipped" if flipped else "latents") + suffix].copy())
+        with np.load(self.on_disk[image_index]) as npz:
+            return torch.from_numpy(npz["latents_flipped" if flipped else "latents"].copy())
 
 
 def ensure_latents_cacheable(plan: DatasetPlan) -> None:
@@ -62,13 +62,13 @@ def ensure_latents_cacheable(plan: DatasetPlan) -> None:
 
 
 def latents_npz_path(image: ImageRecord) -> Path:
-    """sd-scripts' cache file name: the image stem, its original size and `_sd.npz`."""
+    """sd-scripts' cache file: `<stem>.npz` of its first versions when there is one, else the image stem, its
+    original size and `_sd.npz`."""
+    old = image.path.with_suffix(".npz")
+    if old.is_file():
+        return old
     width, height = image.size
     return image.path.with_name(f"{image.path.stem}_{width:04d}x{height:04d}_sd.npz")
-
-
-def latents_key_suffix(bucket: tuple[int, int]) -> str:
-    return f"_{bucket[1] // LATENT_STRIDE}x{bucket[0] // LATENT_STRIDE}"
 
 
 def cache_latents(
@@ -94,9 +94,8 @@ def cache_latents(
         for index in sorted({entry for bucket in dataset.buckets for entry in bucket.entries}):
             image = plan.images[index]
             flip = plan.subsets[image.subset_index].options.flip_aug
-            suffix = latents_key_suffix(image.bucket)
-            if to_disk and npz_is_valid(latents_npz_path(image), suffix, image.bucket, flip):
-                cache.on_disk[index] = (latents_npz_path(image), suffix)
+            if to_disk and npz_is_valid(latents_npz_path(image), image.bucket, flip):
+                cache.on_disk[index] = latents_npz_path(image)
             else:
                 to_encode.append((index, flip))
     to_encode.sort(key=lambda item: plan.images[item[0]].bucket[0] * plan.images[item[0]].bucket[1])
@@ -117,9 +116,9 @@ def cache_latents(
             image = plan.images[index]
             flipped = latents_flipped[position] if latents_flipped is not None else None
             if to_disk:
-                path, suffix = latents_npz_path(image), latents_key_suffix(image.bucket)
-                save_latents_npz(path, suffix, latents[position], flipped, image)
-                cache.on_disk[index] = (path, suffix)
+                path = latents_npz_path(image)
+                save_latents_npz(path, latents[position], flipped, image)
+                cache.on_disk[index] = path
             else:
                 cache.in_memory[index] = (latents[position].clone(), None if flipped is None else flipped.clone())
         if on_progress is not None:
@@ -127,12 +126,16 @@ def cache_latents(
     return cache
 
 
-def npz_is_valid(path: Path, suffix: str, bucket: tuple[int, int], flip: bool) -> bool:
-    """True when the file holds latents of the bucket's size (and the flipped ones when flip_aug needs them)."""
+def npz_is_valid(path: Path, bucket: tuple[int, int], flip: bool) -> bool:
+    """True when the file holds latents of the bucket's size (and the flipped ones when flip_aug needs them).
+
+    sd-scripts checks only that the keys are there; the size is checked too, so a file cached at another
+    resolution is encoded again instead of training on latents of the wrong size.
+    """
     if not path.is_file():
         return False
     expected = (bucket[1] // LATENT_STRIDE, bucket[0] // LATENT_STRIDE)
-    keys = ["latents" + suffix] + (["latents_flipped" + suffix] if flip else [])
+    keys = ["latents"] + (["latents_flipped"] if flip else [])
     try:
         with np.load(path) as npz:
             return all(key in npz.files and npz[key].shape[-2:] == expected for key in keys)
@@ -140,14 +143,17 @@ def npz_is_valid(path: Path, suffix: str, bucket: tuple[int, int], flip: bool) -
         return False
 
 
-def save_latents_npz(path: Path, suffix: str, latents: Tensor, flipped: Tensor | None, image: ImageRecord) -> None:
-    """Write (or add to) the cache file atomically; keys for other latent sizes already in it are kept."""
+def save_latents_npz(path: Path, latents: Tensor, flipped: Tensor | None, image: ImageRecord) -> None:
+    """Write (or update) the cache file atomically; other keys already in it (an alpha mask) are kept, as
+    sd-scripts keeps them, but flipped latents of another size are dropped rather than left mismatched."""
     arrays = read_npz_arrays(path)
-    arrays["latents" + suffix] = latents.numpy()
-    arrays["original_size" + suffix] = np.array(image.size)
-    arrays["crop_ltrb" + suffix] = np.array(crop_ltrb(image.bucket, image.size))
+    arrays["latents"] = latents.numpy()
+    arrays["original_size"] = np.array(image.size)
+    arrays["crop_ltrb"] = np.array(crop_ltrb(image.bucket, image.size))
     if flipped is not None:
-        arrays["latents_flipped" + suffix] = flipped.numpy()
+        arrays["latents_flipped"] = flipped.numpy()
+    elif "latents_flipped" in arrays and arrays["latents_flipped"].shape != latents.shape:
+        del arrays["latents_flipped"]
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:

@@ -252,7 +252,7 @@ def _build_dataset(
     first_index = len(images)
     images.extend(train_images + reg_images)
     registered = [index for index in range(first_index, len(images)) if images[index].num_repeats > 0]
-    buckets, mean_ar_error = _assign_buckets(params, images, registered)
+    buckets, mean_ar_error = _assign_buckets(params, images, registered, all_subsets)
     return ImageDataset(
         params=params,
         subsets=used_subsets,
@@ -265,7 +265,7 @@ def _build_dataset(
 
 
 def _assign_buckets(
-    params: DatasetParams, images: list[ImageRecord], registered: list[int]
+    params: DatasetParams, images: list[ImageRecord], registered: list[int], subsets: list[Subset]
 ) -> tuple[list[Bucket], float | None]:
     predefined: list[tuple[int, int]] = []
     if params.enable_bucket and not params.bucket_no_upscale:
@@ -275,7 +275,7 @@ def _assign_buckets(
     errors = []
     for index in registered:
         image = images[index]
-        choice = _choose_bucket(params, image, predefined)
+        choice = _choose_bucket(params, image, predefined, subsets[image.subset_index].options.random_crop)
         image.bucket, image.resized_size, image.ar_error = choice.bucket, choice.resized_size, choice.ar_error
         errors.append(abs(choice.ar_error))
     buckets = {resolution: Bucket(resolution, []) for resolution in sorted({images[i].bucket for i in registered})}
@@ -285,13 +285,19 @@ def _assign_buckets(
     return list(buckets.values()), mean_ar_error
 
 
-def _choose_bucket(params: DatasetParams, image: ImageRecord, predefined: list[tuple[int, int]]) -> BucketChoice:
+def _choose_bucket(
+    params: DatasetParams, image: ImageRecord, predefined: list[tuple[int, int]], random_crop: bool
+) -> BucketChoice:
+    """Without buckets, as sd-scripts: the image is scaled to cover the resolution and centre-cropped (what its
+    latent cache encodes), or with random_crop cut at random from the unscaled image (what its loader does)."""
     width, height = image.size
+    if not params.enable_bucket and not random_crop:
+        return select_predefined_bucket(image.size, [params.resolution])
     if not params.enable_bucket:
         if width < params.resolution[0] or height < params.resolution[1]:
             raise UserFacingError(
                 f"The image {image.path} ({width}x{height}) is smaller than the resolution "
-                f"{params.resolution[0]}x{params.resolution[1]}; turn on buckets or remove or enlarge the image."
+                f"{params.resolution[0]}x{params.resolution[1]}; turn on buckets, turn off random crop, or enlarge the image."
             )
         return select_fixed_size(image.size, params.resolution)
     if params.bucket_no_upscale:

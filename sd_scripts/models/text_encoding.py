@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from sd_scripts.models.tokenizers import clean_caption
+
 WINDOW = 77  # CLIP's context: BOS + 75 tokens + EOS
 INNER = WINDOW - 2
 
@@ -25,10 +27,12 @@ def _window_count(max_token_length: int | None) -> int:
 
 
 def tokenize(tokenizer: CLIPTokenizer, captions: list[str], max_token_length: int | None, v2: bool) -> torch.LongTensor:
-    """Token ids of shape [B, windows, 77] (windows = 1 for None/75, 2 for 150, 3 for 225)."""
+    """Token ids of shape [B, windows, 77] (windows = 1 for None/75, 2 for 150, 3 for 225), after CLIP's text
+    clean-up (`clean_caption`), so the ids are sd-scripts'."""
     windows = _window_count(max_token_length)
     length = windows * INNER + 2
-    ids = tokenizer(captions, padding="max_length", truncation=True, max_length=length, return_tensors="pt").input_ids
+    cleaned = [clean_caption(caption) for caption in captions]
+    ids = tokenizer(cleaned, padding="max_length", truncation=True, max_length=length, return_tensors="pt").input_ids
     if windows == 1:
         return ids[:, None, :]
     bos, last = ids[:, :1], ids[:, -1:]

@@ -4,12 +4,18 @@ As in sd-scripts, the tokenizer never comes from the checkpoint: SD1 uses `opena
 `stabilityai/stable-diffusion-2`'s (same BPE, pad "!"). sd-scripts keeps them in
 `<tokenizer_cache_dir>/openai_clip-vit-large-patch14` and `<tokenizer_cache_dir>/stabilityai_stable-diffusion-2`;
 a folder there is used as it is. Nothing is downloaded and nothing is written to the cache folder.
+
+`clean_caption` is the text clean-up of the tokenizer sd-scripts runs (transformers 4's Python CLIPTokenizer with
+ftfy installed): transformers 5's CLIPTokenizer only NFC-normalizes, collapses whitespace and lower-cases, so without
+it curly apostrophes, full-width characters and HTML entities would become other token ids than in sd-scripts.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import ftfy
 from transformers import CLIPTokenizer
 
 from sd_scripts.models.shipped_assets import CLIP_TOKENIZER_DIR, tokenizer_settings
@@ -29,3 +35,10 @@ def load_tokenizer(v2: bool, tokenizer_cache_dir: str | Path | None = None) -> C
         merges=str(CLIP_TOKENIZER_DIR / "merges.txt"),
         **tokenizer_settings(v2),
     )
+
+
+def clean_caption(text: str) -> str:
+    """`whitespace_clean(ftfy.fix_text(text)).lower()`, as transformers 4's CLIPTokenizer._tokenize does when ftfy is
+    installed (sd-scripts pins ftfy): mojibake, curly quotes, full-width forms, ligatures and HTML entities fixed,
+    runs of whitespace made one space, ends stripped."""
+    return re.sub(r"\s+", " ", ftfy.fix_text(text)).strip().lower()

@@ -18,6 +18,7 @@ from sd_scripts.networks.base import Network, NetworkSpec
 from sd_scripts.networks.file_kinds import file_network_module
 from sd_scripts.networks.kinds import KOHYA_DYLORA_MODULE, KOHYA_LORA_MODULE, LYCORIS_MODULE
 from sd_scripts.networks.kinds import network_type_of, parse_network_args
+from sd_scripts.networks.lora import TEXT_ENCODER_PREFIX, UNET_PREFIX
 from sd_scripts.saving.lora_file import load_lora_file
 
 DEFAULT_NETWORK_DIM = 4  # sd-scripts' --network_dim default
@@ -64,19 +65,35 @@ def network_from_file(
     multiplier: float = 1.0,
     metadata: Mapping[str, str] | None = None,
     block_lr_options: Mapping[str, object] | None = None,
+    train_unet: bool = True,
+    train_text_encoder: bool = True,
 ) -> Network:
     """A network shaped and filled as a saved file says (its own kind, ranks and alphas), not yet applied.
 
     `block_lr_options` (the typed options of the current settings) give a kohya LoRA read from a file the
-    current run's per-block learning-rate weights, as sd-scripts does with dim_from_weights.
+    current run's per-block learning-rate weights, as sd-scripts does with dim_from_weights. Without
+    `train_unet` / `train_text_encoder` the file's layers of that part are left out, so they are neither trained
+    nor saved, as sd-scripts' `apply_to(text_encoder, unet, apply_text_encoder, apply_unet)` drops them.
     """
     if isinstance(weights, Mapping):
         state_dict, metadata = dict(weights), dict(metadata or {})
     else:
         state_dict, metadata = load_lora_file(weights)
     module = file_network_module(state_dict, metadata)
-    network = _network_class(module).from_weights(text_encoder, unet, state_dict, multiplier=multiplier,
-                                                  metadata=metadata)
+    kept = _parts_of(state_dict, unet=train_unet, text_encoder=train_text_encoder)
+    network = _network_class(module).from_weights(text_encoder, unet, kept, multiplier=multiplier, metadata=metadata)
     if block_lr_options and module == KOHYA_LORA_MODULE:
         network.set_block_lr_weights(block_lr_options)
     return network
+
+
+def _parts_of(state_dict: dict[str, torch.Tensor], *, unet: bool, text_encoder: bool) -> dict[str, torch.Tensor]:
+    """The file's tensors of the U-Net (`lora_unet_...`) and/or text encoder (`lora_te...`) layers."""
+    if unet and text_encoder:
+        return state_dict
+    prefix, part = (UNET_PREFIX, "U-Net") if unet else (TEXT_ENCODER_PREFIX, "text encoder")
+    kept = {key: tensor for key, tensor in state_dict.items() if key.startswith(prefix)}
+    if not kept:
+        raise UserFacingError(f"The LoRA file has no {part} layers, but only the {part} is to be trained; "
+                              "train both parts or choose a LoRA that has that part.")
+    return kept

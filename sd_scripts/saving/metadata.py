@@ -40,7 +40,26 @@ ARCHITECTURES = {
     "sd_v2_v": "stable-diffusion-v2-768-v/lora",
 }
 NATIVE_RESOLUTIONS = {"sd_v1": 512, "sd_v2": 512, "sd_v2_v": 768}
-MODELSPEC_VERSION = "1.0.0"
+MODELSPEC_VERSION = "1.0.1"  # what sd-scripts' sai_model_spec writes today
+# sd-scripts writes "sd-scripts/<git commit>", or this when it cannot tell the commit: this trainer is no checkout.
+IMPLEMENTATION_VERSION = "sd-scripts/unknown"
+
+# Keys today's sd-scripts writes for settings this trainer has no choice of, with the values of what it does:
+# the l2 loss (the huber settings are sd-scripts' defaults, unused by l2), no validation split, and the default
+# resize interpolation (None: area averaging when shrinking, Lanczos when enlarging, as dataset/images.py does).
+FIXED_SETTINGS = {
+    "ss_loss_type": "l2",
+    "ss_huber_schedule": "snr",
+    "ss_huber_scale": 1.0,
+    "ss_huber_c": 0.1,
+    "ss_num_validation_images": 0,
+    "ss_validation_seed": None,
+    "ss_validation_split": 0.0,
+    "ss_max_validation_steps": None,
+    "ss_validate_every_n_epochs": None,
+    "ss_validate_every_n_steps": None,
+    "ss_resize_interpolation": None,
+}
 
 
 @dataclass(frozen=True)
@@ -119,9 +138,10 @@ def training_metadata(
         "ss_full_fp16": args.full_fp16,
         "ss_clip_skip": args.clip_skip,
         "ss_max_token_length": args.max_token_length,
-        "ss_cache_latents": args.cache_latents,
+        # sd-scripts turns cache_latents on when cache_latents_to_disk is (train_util.verify_training_args)
+        "ss_cache_latents": args.cache_latents or args.cache_latents_to_disk,
         "ss_seed": args.seed,
-        "ss_lowram": args.lowram,
+        "ss_lowram": False,  # the base model is always loaded into RAM first (there is no lowram setting)
         "ss_noise_offset": args.noise_offset,
         "ss_multires_noise_iterations": args.multires_noise_iterations,
         "ss_multires_noise_discount": args.multires_noise_discount,
@@ -136,7 +156,7 @@ def training_metadata(
         "ss_prior_loss_weight": args.prior_loss_weight,
         "ss_min_snr_gamma": args.min_snr_gamma,
         # Keys sd-scripts added after spring 2023, for features this trainer does not have: their "off" values.
-        "ss_num_validation_images": 0,
+        **FIXED_SETTINGS,
         "ss_network_dropout": None,
         "ss_adaptive_noise_scale": None,
         "ss_zero_terminal_snr": False,
@@ -145,7 +165,6 @@ def training_metadata(
         "ss_debiased_estimation": False,
         "ss_noise_offset_random_strength": False,
         "ss_ip_noise_gamma_random_strength": False,
-        "ss_loss_type": "l2",
         "ss_fp8_base": False,
         "ss_fp8_base_unet": False,
         # Updated at every save.
@@ -179,16 +198,21 @@ def training_metadata(
 
 
 def _network_metadata(args: TrainArgs, base_model_version: str) -> dict[str, str]:
-    """The MINIMUM_KEYS: what a reader needs to load the file (module, rank, alpha, conv args, model family)."""
-    network_args = {key: value for key, _, value in (argument.partition("=") for argument in args.network_args)}
-    return {
+    """The MINIMUM_KEYS: what a reader needs to load the file (module, rank, alpha, conv args, model family).
+
+    `ss_network_args` is left out when there are none, as sd-scripts leaves it out.
+    """
+    metadata = {
         "ss_network_module": args.network_module,
         "ss_network_dim": str(args.network_dim if args.network_dim is not None else DEFAULT_NETWORK_DIM),
         "ss_network_alpha": str(args.network_alpha),
-        "ss_network_args": json.dumps(network_args),
         "ss_v2": str(base_model_version in ("sd_v2", "sd_v2_v")),
         "ss_base_model_version": base_model_version,
     }
+    if args.network_args:
+        pairs = (argument.partition("=") for argument in args.network_args)
+        metadata["ss_network_args"] = json.dumps({key: value for key, _, value in pairs})
+    return metadata
 
 
 def _resolution(args: TrainArgs, base_model_version: str) -> tuple[int, int]:
@@ -210,8 +234,9 @@ def _modelspec(args: TrainArgs, base_model_version: str, saved_at: float) -> dic
         "modelspec.implementation": "diffusers",
         "modelspec.title": title,
         "modelspec.resolution": f"{width}x{height}",
-        "modelspec.date": datetime.fromtimestamp(saved_at).isoformat(),
+        "modelspec.date": datetime.fromtimestamp(int(saved_at)).isoformat(),  # whole seconds, as sd-scripts
         "modelspec.prediction_type": "v" if base_model_version == "sd_v2_v" else "epsilon",
+        "modelspec.implementation_version": IMPLEMENTATION_VERSION,
     }
     if args.clip_skip is not None:
         spec["modelspec.encoder_layer"] = str(args.clip_skip)

@@ -1,8 +1,19 @@
 """One training run from start to end: build the parts, then step through the epochs, saving and reporting.
 
-`TrainingSession.__init__` loads and builds everything in the order sd-scripts does (so a seed gives the same run);
-`TrainingSession.run` is the loop. Each optimizer step is `gradient_accumulation_steps` data batches; every step
-reports a `Step` event and checks the stop flag. `sd_scripts.train.train` wraps this with error handling.
+`TrainingSession.__init__` loads and builds everything in the order sd-scripts does; `TrainingSession.run` is the loop.
+
+What a seed reproduces: this trainer's own run. The same seed, settings, images, software and device give the same
+LoRA file, because every random draw (initial weights, batch order, augmentations, noise, timesteps) comes from a
+generator seeded with it. The LoRA's initial weights are drawn from torch's generator seeded afresh with the seed
+right before the network is built, as sd-scripts' LoRANetwork draws them: module after module, each layer's default
+init and then Kaiming-uniform (a=sqrt(5)) on lora_down, zeros on lora_up. A seed does not reproduce a sd-scripts run,
+not even its step 0: sd-scripts builds its own U-Net, VAE and text encoder copies with random initial weights from
+that same generator after set_seed (and samples cached latents from it on a CPU) before it creates the LoRA, so its
+draws start elsewhere; its U-Net copy also lists each transformer block's feed-forward layer before the
+cross-attention, and its noise and batch order come from other generators.
+
+Each optimizer step is `gradient_accumulation_steps` data batches; every step reports a `Step` event and checks the
+stop flag. `sd_scripts.train.train` wraps this with error handling.
 """
 
 from __future__ import annotations
@@ -181,9 +192,11 @@ class TrainingSession:
         """The network the settings ask for, or the one a LoRA file to continue from describes."""
         args, model = self.args, self.model
         spec = spec_from_args(args)
+        torch.manual_seed(args.seed)  # the initial weights depend on the seed alone, not on what loading drew
         if args.network_weights and args.dim_from_weights:
             network = network_from_file(args.network_weights, model.text_encoder, model.unet,
-                                        block_lr_options=spec.options)
+                                        block_lr_options=spec.options, train_unet=spec.train_unet,
+                                        train_text_encoder=spec.train_text_encoder)
             self.note(f"Continuing from the LoRA {args.network_weights}, with its own type, dims and alphas.")
         else:
             network = create_network(spec, model.text_encoder, model.unet)

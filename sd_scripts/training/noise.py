@@ -37,16 +37,18 @@ def make_noise(
 ) -> torch.Tensor:
     """Gaussian noise shaped like `latents`, with sd-scripts' optional offset and multi-resolution variants.
 
-    The noise is drawn on the generator's device in float32 and then moved to the latents' device and dtype, so the
-    same seed gives the same noise whatever the training device or precision.
+    In sd-scripts' order (train_util.get_noise_noisy_latents_and_timesteps): the offset first, then the pyramid
+    noise, whose division by the standard deviation therefore also scales the offset. The noise is drawn on the
+    generator's device in float32 and then moved to the latents' device and dtype, so the same seed gives the same
+    noise whatever the training device or precision.
     """
     shape = latents.shape
     noise = torch.randn(shape, generator=generator, device=generator.device)
-    if multires_iterations:
-        noise = add_pyramid_noise(noise, generator, multires_iterations, multires_discount)
     if noise_offset:
         # A per-channel constant shift teaches the model to change the overall brightness of an image.
         noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator, device=generator.device)
+    if multires_iterations:
+        noise = add_pyramid_noise(noise, generator, multires_iterations, multires_discount)
     return noise.to(device=latents.device, dtype=latents.dtype)
 
 

@@ -8,6 +8,7 @@ Prompt file: one prompt per line, `#` starts a comment line; options follow the 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from diffusers import (
     HeunDiscreteScheduler,
     KDPM2AncestralDiscreteScheduler,
     KDPM2DiscreteScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
     StableDiffusionPipeline,
 )
@@ -31,18 +33,18 @@ from diffusers import (
 from sd_scripts.errors import UserFacingError
 from sd_scripts.models import encode_tokens, tokenize
 
-# sd-scripts' sampler names -> (diffusers scheduler class, extra config). LMS needs scipy, which we do not ship:
-# it is served by Euler, its closest relative.
+# sd-scripts' sampler names -> (diffusers scheduler class, extra config), as its get_my_scheduler maps them.
 SAMPLERS = {
     "ddim": (DDIMScheduler, {}),
     "pndm": (PNDMScheduler, {}),
-    "lms": (EulerDiscreteScheduler, {}),
+    "lms": (LMSDiscreteScheduler, {}),  # needs scipy (pinned in requirements.txt)
     "euler": (EulerDiscreteScheduler, {}),
     "euler_a": (EulerAncestralDiscreteScheduler, {}),
     "heun": (HeunDiscreteScheduler, {}),
     "dpm_2": (KDPM2DiscreteScheduler, {}),
     "dpm_2_a": (KDPM2AncestralDiscreteScheduler, {}),
-    "dpmsolver": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver"}),
+    # diffusers refuses dpmsolver's default last step to sigma 0 ("zero"); it ends at the schedule's smallest sigma
+    "dpmsolver": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"}),
     "dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
     "dpmsingle": (DPMSolverSinglestepScheduler, {}),
 }
@@ -106,13 +108,15 @@ def sample_scheduler(sampler: str, v_parameterization: bool):
     if name not in SAMPLERS:
         raise UserFacingError(f"The sampler '{sampler}' is unknown; choose one of {', '.join(SAMPLERS)}.")
     scheduler_class, extra = SAMPLERS[name]
+    # SD's own scheduler settings; steps_offset only where the class has it (DPMSolverSinglestep has not)
+    accepted = inspect.signature(scheduler_class.__init__).parameters
     return scheduler_class(
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         num_train_timesteps=1000,
-        steps_offset=1,
         prediction_type="v_prediction" if v_parameterization else "epsilon",
+        **({"steps_offset": 1} if "steps_offset" in accepted else {}),
         **({"clip_sample": False} if scheduler_class is DDIMScheduler else {}),
         **extra,
     )

@@ -105,6 +105,7 @@ SEED_KEYS_WITHOUT_COUNTERPART = (
     "face_crop_aug_range", "huggingface_repo_id", "huggingface_repo_type", "huggingface_path_in_repo",
     "huggingface_token", "huggingface_repo_visibility", "save_state_to_huggingface", "resume_from_huggingface",
     "async_upload", "log_prefix", "log_with", "log_tracker_name", "wandb_api_key", "save_last_n_epochs_state",
+    "lowram",
 )
 
 # Keys of the seed project that are dropped silently: a leftover of its old queue, and a value derived here.
