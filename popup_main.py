@@ -7,6 +7,7 @@ import sys
 
 import questions
 from wizard.app import main
+from wizard.tool_flow import tool_commands
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], flows=questions.FLOWS))
+    sys.exit(main(sys.argv[1:], flows=questions.FLOWS, tools=tool_commands(questions.TOOLS)))

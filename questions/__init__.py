@@ -7,8 +7,10 @@ dataset, the network, the optimizer, the schedule, saving and test images.
 """
 
 from wizard.question import Question
+from wizard.tool_flow import ToolFlow
 
 from questions import dataset, model, network, optimizer, precision, sampling, saving, schedule, start
+from questions import tool_extract, tool_images, tool_merge, tool_merge_lycoris, tool_resize
 
 FLOWS: dict[str, list[Question]] = {
     "what_to_do": start.CHOICES,
@@ -28,3 +30,7 @@ FLOWS: dict[str, list[Question]] = {
         + sampling.QUESTIONS
     ),
 }
+
+# The side tools (`--tool NAME` and the first popup's entries), in the order the first popup lists them.
+TOOLS: dict[str, ToolFlow] = {flow.name: flow for flow in (
+    tool_resize.FLOW, tool_merge.FLOW, tool_extract.FLOW, tool_merge_lycoris.FLOW, tool_images.FLOW)}

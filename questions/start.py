@@ -37,6 +37,8 @@ CHOICES: list[Question] = [
     _choice("resize", "Resize a LoRA", "make a LoRA file smaller by lowering its dimension (rank)."),
     _choice("merge", "Merge LoRAs", "combine several LoRAs into one, or bake a LoRA into a model."),
     _choice("extract", "Extract a LoRA or LoCon", "turn the difference between two models into a LoRA or LoCon."),
+    _choice("merge_lycoris", "Merge a LyCORIS into a model",
+            "bake a LoCon, LoHa, LoKr or IA3 file into a checkpoint at a weight."),
     _choice("images", "Resize images", "make smaller copies of your training images at several sizes."),
 ]
 

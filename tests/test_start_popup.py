@@ -49,7 +49,7 @@ class Session:
         self.tools = {name: self._tool(name, code) for name, code in (tools or {}).items()}
 
     def _tool(self, name: str, code: int):
-        return lambda rest: self.tool_calls.append((name, rest)) or code
+        return lambda rest, asker=None: self.tool_calls.append((name, rest)) or code
 
     def train(self, config: TrainConfig, asker: Asker, *, run_position: tuple[int, int] | None = None) -> Result:
         self.trained.append((config, run_position))

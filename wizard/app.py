@@ -43,7 +43,14 @@ class Train(Protocol):
 
 
 Demo = Callable[[str | None], RunResult]
-Tool = Callable[[list[str]], int]
+
+
+class Tool(Protocol):
+    """A side tool: `argv` are the options after `--tool NAME` (none: its popups, asked with `asker` when given)."""
+
+    def __call__(self, argv: list[str], asker: Asker | None = None) -> int: ...
+
+
 Preflight = Callable[[TrainConfig, Asker], ReportAction]  # the report before training: "start", "back" or "cancel"
 
 
@@ -94,7 +101,9 @@ def main(
             if arguments.tool not in tools:
                 available = ", ".join(sorted(tools)) or "none yet"
                 return _usage_error(f"There is no tool named {arguments.tool!r}; the tools are: {available}.")
-            return tools[arguments.tool](rest)
+            if rest:
+                return tools[arguments.tool](rest)
+            return tools[arguments.tool]([], asker=asker or choose_asker(force_console=arguments.console))
         if arguments.demo is not None:
             return _exit_code((demo or _real_demo)(arguments.demo or None))
         problem = _check_arguments(arguments)
@@ -141,7 +150,7 @@ def run_popups(
     if choice == "demo":
         return _exit_code((demo or _real_demo)(None))
     if choice in tools:
-        return tools[choice]([])
+        return tools[choice]([], asker=asker)
 
     config = TrainConfig()
     if walk(flows["start"], config, asker) == "cancelled":

@@ -514,6 +514,8 @@ class TrainConfig:
     answer) or "loaded" (a JSON or another file); the question graph skips questions whose field was loaded.
     """
 
+    fields: tuple[Field, ...] = FIELDS  # what the walker restores on Back (a side tool's config has its own)
+
     def __init__(self, cuda: bool | None = None) -> None:
         if cuda is None:
             from wizard.hardware import cuda_available

@@ -25,7 +25,7 @@ from typing import Any, Callable, Literal, Sequence
 
 from sd_scripts.errors import UserFacingError
 from wizard.askers.base import Asker
-from wizard.config import FIELD_BY_NAME, FIELDS, ConfigError, Field, TrainConfig
+from wizard.config import FIELD_BY_NAME, ConfigError, Field, TrainConfig
 from wizard.question import BACK, CANCEL, Question
 from wizard.summary import format_value, summary_rows
 
@@ -221,7 +221,7 @@ def _store(question: Question, answer: Any, config: TrainConfig) -> None:
 
 
 def _restore(config: TrainConfig, snapshot: TrainConfig) -> None:
-    for field in FIELDS:
+    for field in config.fields:
         config.set(field.name, snapshot.get(field.name), origin=snapshot.origin(field.name))
 
 

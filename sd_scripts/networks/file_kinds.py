@@ -33,7 +33,7 @@ def file_network_module(keys: Collection[str], metadata: Mapping[str, str]) -> s
         return LYCORIS_MODULE
     if any(key.endswith(".lora_down.weight") for key in keys) and _has_kohya_keys(keys):
         return KOHYA_LORA_MODULE
-    raise UserFacingError(f"This file is not a LoRA this trainer can continue: {_describe_keys(keys)}; "
+    raise UserFacingError(f"This file is not a LoRA this trainer can continue: {describe_keys(keys)}; "
                           "choose a LoRA or LyCORIS file made for Stable Diffusion 1.x/2.x.")
 
 
@@ -68,7 +68,7 @@ def _has_kohya_keys(keys: Collection[str]) -> bool:
     return any(key.startswith(KOHYA_PREFIXES) for key in keys)
 
 
-def _describe_keys(keys: Collection[str]) -> str:
+def describe_keys(keys: Collection[str]) -> str:
     """A few words on what a file's tensor names show, for the refusal sentence."""
     if not keys:
         return "it holds no tensors"
