@@ -36,7 +36,8 @@ def output_fields(default_name_help: str, precisions: tuple[str, ...] = SAVE_PRE
     return (
         field("output_folder", str, None, "Output folder", "Where the new file(s) are written; nothing in it is "
               "ever replaced.", path="folder"),
-        field("output_name", str, None, "Output name", f"The new file's name without .safetensors. {default_name_help}"),
+        field("output_name", str, None, "Output name",
+              f"The new file's name without .safetensors. {default_name_help}"),
         field("save_precision", str, precision, "Save precision", "fp16 halves the file size and is what UIs load; "
               "float keeps full precision.", choices=precisions, nullable=False),
     )

@@ -48,7 +48,8 @@ class ResizeTarget:
         if self.rank < 1 or (self.conv_rank is not None and self.conv_rank < 1):
             raise UserFacingError(f"A new rank must be 1 or more, not {self.rank}; give a positive rank.")
         if self.method is not None and self.method not in DYNAMIC_METHODS:
-            raise UserFacingError(f"'{self.method}' is not a dynamic method; choose one of {', '.join(DYNAMIC_METHODS)}.")
+            raise UserFacingError(f"'{self.method}' is not a dynamic method; choose one of "
+                                  f"{', '.join(DYNAMIC_METHODS)}.")
         if self.method is not None and not self.param:
             raise UserFacingError(f"The dynamic method {self.method} needs a dynamic_param; give one "
                                   "(e.g. 0.9 for sv_fro).")
