@@ -90,7 +90,7 @@ def test_stop_in_the_middle_saves_a_lora_that_loads(virtual_display, asker, demo
         seen = wait_for_label(reader, "Training tiny", r"[1-9]\d* / 50")
         virtual_display.click(*seen.buttons["Stop"])
         confirm = reader.look(STOP_CONFIRM_TITLE)
-        virtual_display.click(*confirm.buttons["Yes"])
+        virtual_display.click(*confirm.buttons["Stop and save"])
         seen = wait_for_label(reader, "Training tiny", r"Stopping after this step and saving\.\.\.|Stopped at .*")
         assert "Stop" in seen.disabled or "Close" in seen.buttons
 

@@ -171,15 +171,17 @@ def test_file_typed_or_browsed_and_the_picker_remembers_the_folder(virtual_displ
 
 
 def test_summary_edit_save_start_cancel(virtual_display, asker):
-    rows = [SummaryRow("net_dim", "Network dim", "32", "asked"), SummaryRow("alpha", "Network alpha", "16", "default"),
-            SummaryRow("base_model", "Base model", "/m/base.safetensors", "loaded")]
+    rows = [SummaryRow("base_model", "Base model", "/m/base.safetensors", "loaded", "Files and folders", True),
+            SummaryRow("alpha", "Network alpha", "16", "default", "Network"),
+            SummaryRow("net_dim", "Network dim", "32", "asked", "Network", True)]
     title = "Check your settings"
 
     def on_summary(do: Callable[[VirtualDisplay, str, OnScreen], None]) -> Callable[[ScreenReader], None]:
         def work(reader: ScreenReader) -> None:
             seen = reader.look(title)
             window = seen.window
-            assert set(seen.rows) == {"net_dim", "alpha", "base_model"}
+            assert seen.headings == ["Files and folders", "Network"]
+            assert seen.row_order == ["base_model", "net_dim", "alpha"]  # the changed net_dim before the default
             do(virtual_display, window, seen)
         return work
 
@@ -195,7 +197,6 @@ def test_summary_edit_save_start_cancel(virtual_display, asker):
     assert answer_on_screen(asker.root, show, on_summary(select_then_edit)) == ("edit", "base_model")
     assert answer_on_screen(asker.root, show, on_summary(lambda d, w, s: d.click(*s.buttons["Save JSON"]))) == "save"
     assert answer_on_screen(asker.root, show, on_summary(lambda d, w, s: d.key(w, "Return"))) == "start"
-    assert answer_on_screen(asker.root, show, on_summary(lambda d, w, s: d.key(w, "Escape"))) == "cancel"
 
 
 def test_messages(virtual_display, asker):
@@ -205,9 +206,11 @@ def test_messages(virtual_display, asker):
             virtual_display.key(window, *keys)
         return work
 
-    confirm = lambda: asker.confirm("Overwrite?", "settings.json exists. Replace it?")  # noqa: E731
-    assert answer_on_screen(asker.root, confirm, answer("Overwrite?", "Return")) is True
-    assert answer_on_screen(asker.root, confirm, answer("Overwrite?", "Tab", "Return")) is False
+    confirm = lambda: asker.confirm("Overwrite?", "settings.json exists. Replace it?", yes="Replace",  # noqa: E731
+                                    no="Keep it")
+    assert answer_on_screen(asker.root, confirm, answer("Overwrite?", "Return")) is False  # the safe one is default
+    assert answer_on_screen(asker.root, confirm, answer("Overwrite?", "Escape")) is False
+    assert answer_on_screen(asker.root, confirm, answer("Overwrite?", "shift+Tab", "Return")) is True
     assert answer_on_screen(asker.root, lambda: asker.info("Saved", "Saved to x.json."), answer("Saved", "Return")) is None
     error = lambda: asker.error("Could not save", "The folder is read-only: choose another.")  # noqa: E731
     assert answer_on_screen(asker.root, error, answer("Could not save", "Return")) is None

@@ -169,9 +169,10 @@ def test_popup_main_trains_the_demo_from_the_first_popup_to_a_lora_diffusers_loa
         while app.poll() is None:
             assert time.monotonic() < deadline, f"the wizard did not finish; it showed {asked}"
             windows = [(window, title) for window, title in visible_windows(virtual_display)
-                       if not title.startswith("Training e2e")]  # the progress window stays open beside popups
+                       if not title.endswith("Training e2e")]  # the progress window stays open beside popups
             if not windows:
-                progress = [window for window, title in visible_windows(virtual_display) if title == "Training e2e"]
+                progress = [window for window, title in visible_windows(virtual_display)
+                            if title.endswith("Training e2e")]  # its title starts with how far it is
                 if progress and "Training finished" in asked:  # the final popup was read: press Close
                     x, y, width, height = virtual_display.window_geometry(progress[0])
                     virtual_display.click(x + width - 60, y + height - 28)

@@ -16,6 +16,8 @@ import tkinter as tk
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from wizard.progress_window import TITLE_SEPARATOR
+
 
 
 @dataclass
@@ -29,9 +31,12 @@ class OnScreen:
     height: int
     buttons: dict[str, tuple[int, int]] = field(default_factory=dict)  # text -> centre on the screen
     disabled: set[str] = field(default_factory=set)  # texts of greyed-out buttons
-    rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # summary table row id -> centre
+    rows: dict[str, tuple[int, int]] = field(default_factory=dict)  # summary setting row id -> centre (if shown)
+    headings: list[str] = field(default_factory=list)  # the summary's topic rows, top to bottom
+    row_order: list[str] = field(default_factory=list)  # every setting row id, top to bottom
     labels: list[str] = field(default_factory=list)  # every label's text, top to bottom
     error: str = ""  # the red sentence, "" when hidden
+    focused: str = ""  # the text of the button that has the keyboard ("" when it is not a button)
 
 
 class ScreenReader:
@@ -69,11 +74,14 @@ class ScreenReader:
     def _find(self, title: str) -> OnScreen | None:
         call = self.root.tk.call
         for path in self.toplevels():
-            if call("wm", "title", path) == title and call("winfo", "ismapped", path):
+            if _same_window(str(call("wm", "title", path)), title) and call("winfo", "ismapped", path):
                 self.root.update_idletasks()
                 window = str(int(call("wm", "frame", path), 16))
                 seen = OnScreen(title, path, window, call("winfo", "width", path), call("winfo", "height", path))
                 self._read(path, seen)
+                focused = str(call("focus", "-displayof", path))
+                if focused and call("winfo", "exists", focused) and call("winfo", "class", focused) == "TButton":
+                    seen.focused = str(call(focused, "cget", "-text"))
                 return seen
         return None
 
@@ -105,11 +113,29 @@ class ScreenReader:
                 if kind == "TLabel" and str(call(child, "cget", "-style")) == "Error.TLabel":
                     seen.error = text
             elif kind == "Treeview":
-                for item in self.root.tk.splitlist(call(child, "children", "")):
-                    box = self.root.tk.splitlist(call(child, "bbox", item))
-                    if box:
-                        seen.rows[str(item)] = (x + int(box[0]) + int(box[2]) // 2, y + int(box[1]) + int(box[3]) // 2)
+                self._read_rows(child, "", x, y, seen)
             self._read(child, seen)
+
+
+    def _read_rows(self, table: str, parent: str, x: int, y: int, seen: OnScreen) -> None:
+        """The setting rows of a summary table, under their topic rows, in the order they are shown."""
+        call = self.root.tk.call
+        for item in self.root.tk.splitlist(call(table, "children", parent)):
+            item = str(item)
+            if self.root.tk.splitlist(call(table, "children", item)):
+                seen.headings.append(str(self.root.tk.splitlist(call(table, "item", item, "-values"))[0]))
+                self._read_rows(table, item, x, y, seen)
+                continue
+            seen.row_order.append(item)
+            box = self.root.tk.splitlist(call(table, "bbox", item))
+            if box:
+                seen.rows[item] = (x + int(box[0]) + int(box[2]) // 2, y + int(box[1]) + int(box[3]) // 2)
+
+
+def _same_window(shown: str, title: str) -> bool:
+    """The progress window puts how far it is before its name ("45% · 2:10 left · Training x"): it is found by its
+    name alone."""
+    return shown == title or shown.endswith(TITLE_SEPARATOR + title)
 
 
 def title_pattern(title: str) -> str:

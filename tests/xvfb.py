@@ -7,6 +7,8 @@ WIZARD_ALLOW_NO_DISPLAY=1 is set, for machines that cannot have them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import subprocess
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-TOOLS = {"Xvfb": "xvfb", "xdotool": "xdotool", "import": "imagemagick", "xdpyinfo": "x11-utils"}
+TOOLS = {"Xvfb": "xvfb", "xdotool": "xdotool", "import": "imagemagick", "xdpyinfo": "x11-utils",
+         "xwininfo": "x11-utils"}
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
@@ -88,9 +91,9 @@ class VirtualDisplay:
             time.sleep(0.05)
 
     def is_visible(self, window: str) -> bool:
-        listed = subprocess.run(["xdotool", "search", "--onlyvisible", "--name", "."], env=self.env,
-                                capture_output=True, text=True).stdout.split()
-        return window in listed
+        """Whether the window exists and is shown (a toplevel's own id or its titled wrapper's)."""
+        state = subprocess.run(["xwininfo", "-id", window], env=self.env, capture_output=True, text=True)
+        return state.returncode == 0 and "IsViewable" in state.stdout
 
     # No `--sync` on windowfocus or mousemove: the X server applies a focus change or a move before the keys and
     # clicks that follow it on the same connection, and `--sync` waits 15 s for a move to a point the pointer is at.
@@ -106,6 +109,31 @@ class VirtualDisplay:
         """A left click at a point of the screen."""
         self.xdotool("mousemove", str(x), str(y), "click", "1")
 
+    def close(self, window: str) -> None:
+        """What a window manager does when its close button is clicked: send WM_DELETE_WINDOW to the window.
+
+        Xvfb runs no window manager (so there is no button to click); the request is the same X message."""
+        x11 = ctypes.CDLL(ctypes.util.find_library("X11"))
+        x11.XOpenDisplay.restype = ctypes.c_void_p
+        x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
+        x11.XInternAtom.restype = ctypes.c_ulong
+        x11.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+        x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+        x11.XFlush.argtypes = [ctypes.c_void_p]
+        x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
+        display = x11.XOpenDisplay(self.name.encode())
+        if not display:
+            raise RuntimeError(f"cannot open display {self.name}")
+        try:
+            event = _ClientMessage(type=CLIENT_MESSAGE, display=display, window=int(window), format=32,
+                                   message_type=x11.XInternAtom(display, b"WM_PROTOCOLS", 0))
+            event.data[0] = x11.XInternAtom(display, b"WM_DELETE_WINDOW", 0)
+            event.data[1] = 0  # CurrentTime
+            x11.XSendEvent(display, int(window), 0, 0, ctypes.byref(event))
+            x11.XFlush(display)
+        finally:
+            x11.XCloseDisplay(display)
+
     def window_geometry(self, window: str) -> tuple[int, int, int, int]:
         """x, y, width, height of a window on the screen."""
         values = dict(line.split("=", 1) for line in
@@ -117,6 +145,17 @@ class VirtualDisplay:
         subprocess.run(["import", "-window", "root", str(path)], env=self.env, check=True, timeout=30,
                        capture_output=True)
         return path
+
+
+CLIENT_MESSAGE = 33  # X.h
+
+
+class _ClientMessage(ctypes.Structure):
+    """XClientMessageEvent of Xlib.h, padded to the size of an XEvent (24 longs)."""
+
+    _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+                ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+                ("format", ctypes.c_int), ("data", ctypes.c_long * 5), ("pad", ctypes.c_long * 12)]
 
 
 @pytest.fixture(scope="session")

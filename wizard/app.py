@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run a side tool; the options after it go to the tool")
     parser.add_argument("--console", action="store_true",
                         help="ask the questions in this terminal instead of popups")
+    parser.add_argument("--theme", choices=("light", "dark", "system"), default="system",
+                        help="the popups' colours: light, dark, or as the system is set (the default)")
     return parser
 
 
@@ -112,7 +114,7 @@ def main(
         train = train or _real_train
         if arguments.no_popups:
             return _run_without_popups(arguments, train)
-        asker = asker or choose_asker(force_console=arguments.console)
+        asker = asker or choose_asker(force_console=arguments.console, theme=arguments.theme)
         return run_popups(flows, asker, train=train, demo=demo, tools=tools, preflight=preflight or _real_preflight,
                           load_json=arguments.load_json, queue=arguments.queue)
     except UserFacingError as problem:
@@ -186,7 +188,8 @@ def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker
         answer = asker.ask(question, question.choices[0], can_go_back=False, error=error)
         error = None
         if answer is CANCEL:
-            if asker.confirm("Stop the wizard?", "Close the wizard without doing anything?"):
+            if asker.confirm("Stop the wizard?", "Close the wizard without doing anything?", yes="Stop the wizard",
+                             no="Keep going"):
                 return None
         elif answer in by_label:
             return by_label[answer]
@@ -218,7 +221,7 @@ def _guided_training(flows: Mapping[str, Sequence[Question]], config: TrainConfi
             return EXIT_FAILED
 
 
-def choose_asker(force_console: bool = False) -> Asker:
+def choose_asker(force_console: bool = False, theme: str = "system") -> Asker:
     """Popups when a display is there, else questions in the terminal (with a word on why)."""
     if not force_console:
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -227,7 +230,7 @@ def choose_asker(force_console: bool = False) -> Asker:
             try:
                 from wizard.askers.tk_asker import TkAsker
 
-                return TkAsker()
+                return TkAsker(theme=theme)
             except Exception as problem:  # no tkinter, or Tk cannot open the display: the terminal still works
                 print(f"The popups cannot open ({problem}), so the questions are asked here in the terminal.",
                       file=sys.stderr)

@@ -78,7 +78,8 @@ def walk(
         if answer is CANCEL:
             problem = _problem_with(question, default, config)
             if problem is not None:
-                if asker.confirm("Stop the wizard?", f"{problem} Stop the wizard without training?"):
+                if asker.confirm("Stop the wizard?", f"{problem} Stop the wizard without training?",
+                                 yes="Stop the wizard", no="Keep going"):
                     return "cancelled"
                 error = problem
                 continue

@@ -16,18 +16,21 @@ import time
 import tkinter as tk
 from pathlib import Path
 from tkinter import font as tkfont
-from tkinter import messagebox, ttk
+from tkinter import ttk
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.events import EpochEnd, Event, EventHandler, Failed, Finished, SampleMade, Saved, Started, Step
 from sd_scripts.training.result import TrainResult
+from wizard.askers.tk_theme import flash_taskbar, palette
+from wizard.askers.tk_widgets import ask_confirm, show_message
 from wizard.training_session import TrainingSession
 
 POLL_MS = 75  # how often the event queue is drained: fast enough to feel live, rare enough to cost nothing
 CURVE_REDRAW_S = 0.25  # the loss curve is redrawn at most this often
 SAMPLE_SLOTS = 3  # the newest image of this many prompts is shown
-SAMPLE_SIZE = 200  # pixels of the longer side of a shown sample
+SAMPLE_SIZE = "150p"  # the longer side of a shown sample, in points (200 pixels at 96 dpi)
 SMOOTHING = 0.9  # weight of the past in the smoothed loss line, as TensorBoard's slider
+TITLE_SEPARATOR = " · "  # between the percent and time left and the window's name: "45% · 2:10 left · Training x"
 PROGRESS_STYLE = "Training.Horizontal.TProgressbar"
 STOP_CONFIRM_TITLE = "Stop the training?"
 STOP_CONFIRM_TEXT = ("Stop the training now? What was learned so far is saved as a LoRA you can use, with a state "
@@ -46,12 +49,11 @@ class ProgressWindow:
         self.root = root
         self.output_folder = Path(args.output_dir or ".")
         self.window = tk.Toplevel(root)
-        self.window.title(f"Training {name}")
+        self.name = f"Training {name}"
+        self.window.title(self.name)
         self.window.protocol("WM_DELETE_WINDOW", self._stop_or_close)
         self._fonts = _Fonts(root)
-        # Some themes (clam, the wizard's on Linux) draw the bar in the window's grey: give it a colour that shows.
-        ttk.Style(root).configure(PROGRESS_STYLE, background="#3a78c9", lightcolor="#5b93dc", darkcolor="#2c62a8",
-                                  troughcolor="#ececec")
+        self.colours = palette(root)
         self._finished = tk.BooleanVar(root, value=False)
         self._clock = _RunClock()
         self._build(name, run_position, bool(args.sample_prompts))
@@ -94,7 +96,8 @@ class ProgressWindow:
         self.run_label = ttk.Label(top, text=f"run {run_position[0]} of {run_position[1]}" if run_position else "",
                                    font=self._fonts.bold)
         self.run_label.grid(row=0, column=1, sticky="e")
-        self.about_label = ttk.Label(top, text="Loading the model and the images...", foreground="#555555")
+        self.about_label = ttk.Label(top, text="Loading the model and the images...",
+                                     foreground=self.colours.muted)
         self.about_label.grid(row=1, column=0, columnspan=2, sticky="w")
         top.grid(row=0, column=0, sticky="ew", pady=(0, pad))
 
@@ -109,7 +112,7 @@ class ProgressWindow:
         layout = (("Speed", "Elapsed", "Time left"), ("Loss", "Average loss (epoch)", "Learning rate"))
         for row, names in enumerate(layout):
             for column, label in enumerate(names):
-                ttk.Label(figures, text=label + ":", foreground="#555555").grid(
+                ttk.Label(figures, text=label + ":", foreground=self.colours.muted).grid(
                     row=row, column=2 * column, sticky="w", padx=(0 if column == 0 else 3 * pad, pad // 2))
                 self.figures[label] = ttk.Label(figures, text="-", font=self._fonts.bold, width=12)
                 self.figures[label].grid(row=row, column=2 * column + 1, sticky="w")
@@ -228,12 +231,25 @@ class ProgressWindow:
         self._set_if_changed(self.figures["Elapsed"], format_duration(elapsed) if elapsed is not None else "-")
         if left is not None:
             self._set_if_changed(self.figures["Time left"], format_duration(left))
+        total = float(self.step_bar.cget("maximum"))
+        if self._clock.ended_after is None and self._clock.last is not None and total > 0:
+            percent = int(100 * float(self.step_bar.cget("value")) / total)
+            self._set_title(f"{percent}%", f"{format_duration(left)} left" if left is not None else None)
+
+    def _set_title(self, *parts: str | None) -> None:
+        """The window's title, with how far it is first: the taskbar shows the start of it."""
+        title = TITLE_SEPARATOR.join([part for part in parts if part] + [self.name])
+        if self.window.title() != title:
+            self.window.title(title)
 
     def _on_done(self, result: TrainResult) -> None:
-        """The trainer ended and every event is shown: Stop becomes Close, and `run_until_done` returns."""
+        """The trainer ended and every event is shown: Stop becomes Close, the title and the taskbar say how it
+        ended, and `run_until_done` returns."""
         if result.notes:
             self._say(self.status.cget("text") + "\n" + "\n".join(result.notes), error=not result.ok)
         self.stop_button.configure(text="Close", state="normal")
+        self._set_title("Finished" if result.ok else "Failed")
+        flash_taskbar(self.window)
         self._finished.set(True)
 
     def _on_destroy(self, event: tk.Event) -> None:
@@ -243,7 +259,7 @@ class ProgressWindow:
             self._finished.set(True)
 
     def _say(self, text: str, *, error: bool = False) -> None:
-        self.status.configure(text=text, foreground="#b00020" if error else "")
+        self.status.configure(text=text, foreground=self.colours.error if error else "")
 
     @staticmethod
     def _set_if_changed(label: ttk.Label, text: str) -> None:
@@ -258,7 +274,8 @@ class ProgressWindow:
             return
         if self.session.stopping:
             return
-        if messagebox.askyesno(STOP_CONFIRM_TITLE, STOP_CONFIRM_TEXT, parent=self.window, icon="warning"):
+        if ask_confirm(self.root, STOP_CONFIRM_TITLE, STOP_CONFIRM_TEXT, yes="Stop and save", no="Keep training",
+                       kind="warning"):
             if self.session.done:  # it ended while the question was open
                 return
             self.session.stop()
@@ -270,9 +287,8 @@ class ProgressWindow:
         try:
             open_in_file_manager(folder)
         except OSError:
-            messagebox.showerror("Could not open the folder",
-                                 f"The folder could not be opened here; it is {folder.resolve()}.",
-                                 parent=self.window)
+            show_message(self.root, "Could not open the folder",
+                         f"The folder could not be opened here; it is {folder.resolve()}.", "error")
 
 
 class LossCurve:
@@ -282,15 +298,17 @@ class LossCurve:
     and at step 100,000.
     """
 
-    BACKGROUND, GRID, RAW, SMOOTH, TEXT = "#ffffff", "#e4e4e4", "#a6c8e6", "#0b4f9c", "#555555"
+    RAW_WIDTH, SMOOTH_WIDTH = "0.75p", "1.5p"  # line widths in points, so they grow with the screen's DPI
 
     def __init__(self, parent: tk.Misc, fonts: _Fonts) -> None:
         self.fonts = fonts
-        self.canvas = tk.Canvas(parent, width=640, height=220, background=self.BACKGROUND, highlightthickness=1,
-                                highlightbackground="#c8c8c8")
+        self.colours = palette(parent)
+        self.canvas = tk.Canvas(parent, width="480p", height="165p", background=self.colours.canvas,
+                                highlightthickness=1, highlightbackground=self.colours.frame)
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.smoothed: list[float] = []
+        self._average = BiasCorrectedAverage(SMOOTHING)
         self.total_steps = 0
         self._dirty = True
         self._drawn_at = 0.0
@@ -301,10 +319,9 @@ class LossCurve:
         self._dirty = True
 
     def add(self, step: int, loss: float) -> None:
-        previous = self.smoothed[-1] if self.smoothed else loss
         self.steps.append(step)
         self.losses.append(loss)
-        self.smoothed.append(SMOOTHING * previous + (1 - SMOOTHING) * loss)
+        self.smoothed.append(self._average.add(loss))
         self._dirty = True
 
     def redraw_if_due(self) -> None:
@@ -318,14 +335,16 @@ class LossCurve:
         canvas.delete("all")
         width, height = canvas.winfo_width(), canvas.winfo_height()
         text_height = self.fonts.small.metrics("linespace")
-        left, right = self.fonts.small.measure("0.0000") + 10, width - 12
+        last_label = str(max(self.total_steps, self.steps[-1] if self.steps else 0))
+        left = self.fonts.small.measure("0.00000") + 10  # room for 4 digits of a loss like 0.06326
+        right = width - max(12, self.fonts.small.measure(last_label) // 2 + 4)  # the last step's number fits
         top, bottom = text_height + 6, height - 2 * text_height - 4
         if right - left < 20 or bottom - top < 20:
             return
         if not self.losses:
-            canvas.create_rectangle(left, top, right, bottom, outline="#b0b0b0")
+            canvas.create_rectangle(left, top, right, bottom, outline=self.colours.frame)
             canvas.create_text((left + right) / 2, (top + bottom) / 2, text="The loss of each step is drawn here.",
-                               fill=self.TEXT, font=self.fonts.small)
+                               fill=self.colours.muted, font=self.fonts.small)
             return
         self._draw_legend(right, text_height // 2 + 1)
         last_step = max(self.total_steps, self.steps[-1])
@@ -346,16 +365,19 @@ class LossCurve:
         for fraction in (0.0, 0.5, 1.0):
             value = low + fraction * (high - low)
             y = y_of(value)
-            canvas.create_line(left, y, right, y, fill=self.GRID)
-            canvas.create_text(left - 4, y, text=f"{value:.4g}", anchor="e", fill=self.TEXT, font=self.fonts.small)
+            canvas.create_line(left, y, right, y, fill=self.colours.grid)
+            canvas.create_text(left - 4, y, text=f"{value:.4g}", anchor="e", fill=self.colours.muted,
+                               font=self.fonts.small)
         for step in sorted({round(fraction * last_step) for fraction in (0.0, 0.25, 0.5, 0.75, 1.0)}):
             x = x_of(step)
-            canvas.create_line(x, top, x, bottom, fill=self.GRID)
-            canvas.create_text(x, bottom + 3, text=str(step), anchor="n", fill=self.TEXT, font=self.fonts.small)
-        canvas.create_text((left + right) / 2, height - 2, text="step", anchor="s", fill=self.TEXT,
+            canvas.create_line(x, top, x, bottom, fill=self.colours.grid)
+            canvas.create_text(x, bottom + 3, text=str(step), anchor="n", fill=self.colours.muted,
+                               font=self.fonts.small)
+        canvas.create_text((left + right) / 2, height - 2, text="step", anchor="s", fill=self.colours.muted,
                            font=self.fonts.small)
-        canvas.create_rectangle(left, top, right, bottom, outline="#b0b0b0")
-        for points, colour, line_width in ((raw, self.RAW, 1), (smooth, self.SMOOTH, 2)):
+        canvas.create_rectangle(left, top, right, bottom, outline=self.colours.frame)
+        for points, colour, line_width in ((raw, self.colours.raw_line, self.RAW_WIDTH),
+                                           (smooth, self.colours.accent, self.SMOOTH_WIDTH)):
             coordinates = [number for step, value in points for number in (x_of(step), y_of(value))]
             if len(points) == 1:
                 x, y = coordinates
@@ -366,15 +388,35 @@ class LossCurve:
     def _draw_legend(self, right: int, y: int) -> None:
         """"- loss  - smoothed" at the top right, each with a piece of its line."""
         x = right
-        for text, colour, line_width in (("smoothed", self.SMOOTH, 2), ("loss of each step", self.RAW, 1)):
+        for text, colour, line_width in (("smoothed", self.colours.accent, self.SMOOTH_WIDTH),
+                                         ("loss of each step", self.colours.raw_line, self.RAW_WIDTH)):
             x -= self.fonts.small.measure(text)
-            self.canvas.create_text(x, y, text=text, anchor="w", fill=self.TEXT, font=self.fonts.small)
+            self.canvas.create_text(x, y, text=text, anchor="w", fill=self.colours.muted, font=self.fonts.small)
             self.canvas.create_line(x - 22, y, x - 4, y, fill=colour, width=line_width)
             x -= 36
 
     @property
     def point_count(self) -> int:
         return len(self.losses)
+
+
+class BiasCorrectedAverage:
+    """TensorBoard's smoothing: an exponential moving average started at 0 and divided by 1 - weight**n.
+
+    Started at the first loss instead, the line would lean on that one value for dozens of steps; corrected, each
+    point is the weighted mean of the losses so far, so the line follows the data from the start.
+    """
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, value: float) -> float:
+        """The smoothed value once `value` is in."""
+        self.total = self.weight * self.total + (1 - self.weight) * value
+        self.count += 1
+        return self.total / (1 - self.weight ** self.count)
 
 
 def downsample(steps: list[int], values: list[float], *, columns: int, last_step: int) -> list[tuple[float, float]]:
@@ -397,9 +439,10 @@ class SampleStrip:
     def __init__(self, parent: tk.Misc, fonts: _Fonts, has_samples: bool) -> None:
         self.frame = ttk.Frame(parent)
         self.fonts = fonts
+        self.size = round(self.frame.winfo_fpixels(SAMPLE_SIZE))
         self.slots: dict[str, tuple[ttk.Label, ttk.Label]] = {}
         self.images: dict[str, object] = {}  # PhotoImages must stay referenced while shown
-        self.hint = ttk.Label(self.frame, foreground="#555555", text=(
+        self.hint = ttk.Label(self.frame, foreground=palette(parent).muted, text=(
             "The sample images will appear here as they are made." if has_samples
             else "No sample prompts were given, so no sample images are made during this training."))
         self.hint.grid(row=0, column=0, sticky="w")
@@ -414,13 +457,13 @@ class SampleStrip:
             column = len(self.slots)
             picture = ttk.Label(self.frame)
             picture.grid(row=0, column=column, padx=(0, self.fonts.pad), sticky="n")
-            caption = ttk.Label(self.frame, wraplength=SAMPLE_SIZE, justify="center", foreground="#333333",
-                                font=self.fonts.small)
+            caption = ttk.Label(self.frame, wraplength=self.size, justify="center",
+                                foreground=palette(self.frame).text, font=self.fonts.small)
             caption.grid(row=1, column=column, padx=(0, self.fonts.pad), sticky="n")
             self.slots[sample.prompt] = (picture, caption)
         picture, caption = self.slots[sample.prompt]
         with Image.open(sample.path) as image:
-            shown = fit_into(image.convert("RGB"), SAMPLE_SIZE)
+            shown = fit_into(image.convert("RGB"), self.size)
         photo = ImageTk.PhotoImage(shown, master=self.frame)
         self.images[sample.prompt] = photo
         picture.configure(image=photo)

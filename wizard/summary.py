@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from wizard.askers.base import SummaryRow
-from wizard.config import FIELDS, TrainConfig
+from wizard.config import FIELD_BY_NAME, FIELDS, TrainConfig
 from wizard.network_options import unused_fields
 
 NOT_SET = "(not set)"
@@ -37,5 +37,26 @@ def summary_rows(config: TrainConfig) -> list[SummaryRow]:
     not_used = f"(not used by {config.get('network_type')})"
     return [SummaryRow(field.name, field.label,
                        not_used if field.name in unused else format_value(config.get(field.name)),
-                       config.origin(field.name))
+                       config.origin(field.name), TOPICS[field.group], _changed(config, field.name))
             for field in FIELDS]
+
+
+# The summary's topics, in the order of the declaration's groups.
+TOPICS = {"paths": "Files and folders", "model": "Base model", "network": "Network", "optimizer": "Optimizer",
+          "schedule": "Learning rate schedule", "length": "Training length", "dataset": "Images and buckets",
+          "captions": "Captions", "precision": "Precision and quality", "saving": "Saving",
+          "sampling": "Sample images", "json": "Settings file"}
+
+
+def by_topic(rows: list[SummaryRow]) -> list[tuple[str, list[SummaryRow]]]:
+    """The rows under their topics, topics in declaration order, and in each topic the changed settings first:
+    what the user chose is read first, the defaults after it."""
+    topics: dict[str, list[SummaryRow]] = {}
+    for row in rows:
+        topics.setdefault(row.topic, []).append(row)
+    return [(topic, sorted(members, key=lambda row: not row.changed)) for topic, members in topics.items()]
+
+
+def _changed(config: TrainConfig, name: str) -> bool:
+    """Answered or loaded, and not what the wizard would have used anyway."""
+    return config.origin(name) != "default" and config.get(name) != FIELD_BY_NAME[name].default_for(config.cuda)

@@ -14,6 +14,8 @@ class SummaryRow:
     label: str  # shown to the user
     value: str  # formatted value
     origin: Literal["asked", "loaded", "default"]
+    topic: str = ""  # the group it is shown under (`wizard.summary.TOPICS`)
+    changed: bool = False  # answered or loaded, and not the default: shown first in its topic
 
 
 SummaryAction = Literal["start", "save", "cancel"] | tuple[Literal["edit"], str]
@@ -27,8 +29,9 @@ class Asker(Protocol):
         `error` is the sentence from the question's validation of the previous answer, shown above the input.
         """
 
-    def summary(self, rows: list[SummaryRow], title: str) -> SummaryAction:
-        """Show every value that will be used; return "start", "save", "cancel" or ("edit", field)."""
+    def summary(self, rows: list[SummaryRow], title: str, *, start_label: str = "Start training") -> SummaryAction:
+        """Show every value that will be used; return "start", "save", "cancel" or ("edit", field). `start_label`
+        names what starts (a side tool's summary says e.g. "Start resizing")."""
 
     def info(self, title: str, message: str) -> None:
         """A message the user acknowledges with OK."""
@@ -36,8 +39,11 @@ class Asker(Protocol):
     def error(self, title: str, message: str) -> None:
         """A problem, in one sentence that says what to do."""
 
-    def confirm(self, title: str, message: str) -> bool:
-        """A yes/no that is not a config question (e.g. "overwrite this file?")."""
+    def confirm(self, title: str, message: str, *, yes: str = "Yes", no: str = "No") -> bool:
+        """A yes/no that is not a config question (e.g. "overwrite this file?"); True for `yes`.
+
+        `no` is the safe answer (keep going, keep the file): Enter, Escape and closing the window give it.
+        """
 
     def report(self, title: str, text: str, *, can_start: bool = True) -> ReportAction:
         """A long read-only report (the pre-flight check); return "start", "back" (to the settings) or "cancel".

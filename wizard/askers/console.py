@@ -57,14 +57,14 @@ class ConsoleAsker:
             except ValueError as problem:
                 self._say(f"!! {problem}")
 
-    def summary(self, rows: list[SummaryRow], title: str) -> SummaryAction:
+    def summary(self, rows: list[SummaryRow], title: str, *, start_label: str = "Start training") -> SummaryAction:
         self._say("")
         self._say(f"=== {title} ===")
         label_width = max((len(row.label) for row in rows), default=0)
         for number, row in enumerate(rows, start=1):
             mark = "" if row.origin == "default" else f"  ({row.origin})"
             self._say(f"{number:>3}. {row.label:<{label_width}}  {row.value}{mark}")
-        prompt = "s = start training, j = save a JSON, e N = edit line N, c = cancel > "
+        prompt = f"s = {start_label.lower()}, j = save a JSON, e N = edit line N, c = cancel > "
         while True:
             line = self._read(prompt)
             if line is None:
@@ -93,10 +93,10 @@ class ConsoleAsker:
     def error(self, title: str, message: str) -> None:
         self._say(f"\n!! {title}: {message}")
 
-    def confirm(self, title: str, message: str) -> bool:
+    def confirm(self, title: str, message: str, *, yes: str = "Yes", no: str = "No") -> bool:
         self._say(f"\n{title}: {message}")
         while True:
-            line = self._read("y/n > ")
+            line = self._read(f"y = {yes.lower()}, n = {no.lower()} > ")
             if line is None:
                 return False
             answer = line.strip().lower()

@@ -58,7 +58,7 @@ class ScriptedAsker:
             return pending.pop(0)
         return default
 
-    def summary(self, rows: list[SummaryRow], title: str) -> SummaryAction:
+    def summary(self, rows: list[SummaryRow], title: str, *, start_label: str = "Start training") -> SummaryAction:
         self.summaries.append(list(rows))
         if self._summary_actions:
             return self._summary_actions.pop(0)
@@ -70,7 +70,7 @@ class ScriptedAsker:
     def error(self, title: str, message: str) -> None:
         self.messages.append(("error", title, message))
 
-    def confirm(self, title: str, message: str) -> bool:
+    def confirm(self, title: str, message: str, *, yes: str = "Yes", no: str = "No") -> bool:
         self.messages.append(("confirm", title, message))
         return self._confirms.pop(0) if self._confirms else False
 

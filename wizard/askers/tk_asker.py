@@ -3,8 +3,14 @@
 The original popup tool lost its windows behind others and out of the taskbar because its message boxes had no
 common, top-most parent (reference/original_popups.md 7.2). Here every dialog is a Toplevel of ONE root, marked
 top-most, lifted and given the keyboard when shown; each dialog is its own window so it has its own taskbar entry.
-Escape or closing a question means "keep the value shown", never 0. Enter presses the highlighted button; Y and N
-answer a yes/no; arrows, Home and End move through choices. All of it runs on the main thread.
+Every window wears the Sun Valley theme, light or dark (`tk_theme`), and is sized in points for the real screen.
+
+Safe keys: Escape or closing a question means "keep the value shown", never 0. Enter presses the highlighted button
+and never leaves the wizard nor throws answers away: in an empty entry with nothing to keep it answers "nothing",
+which the walker checks like any answer, so a required path says what is needed and is asked again. Leaving the
+summary or the pre-flight report (Escape, the close button, Cancel) asks first, with "Keep going" as the default.
+Y and N answer a yes/no; arrows, Home and End move through choices. A file or folder dropped on a path popup fills
+its entry. All of it runs on the main thread.
 
 Window titles are stable ("LoRA Wizard - <question id>", the summary's and messages' titles as given): the tests find
 the windows by title.
@@ -12,33 +18,39 @@ the windows by title.
 
 from __future__ import annotations
 
-import ctypes
+import math
 import os
-import sys
 import tkinter as tk
-from tkinter import filedialog, messagebox, ttk
+from tkinter import filedialog, ttk
 from tkinter import font as tkfont
 from typing import Any
 
 from wizard.askers.base import ReportAction, SummaryAction, SummaryRow
 from wizard.askers.tk_report import show_report
+from wizard.askers.tk_theme import ThemeChoice, accept_dropped_paths, has_drag_and_drop, open_root, palette
 from wizard.askers.tk_widgets import (
+    BOLD_FONT,
+    LEAVE_WITHOUT_TRAINING,
     BadAnswer,
     ButtonSpecs,
     Dialog,
+    ask_confirm,
     clean_path,
     folder_of,
     format_default,
     parse_float,
     parse_int,
     parse_list,
+    show_message,
 )
 from wizard.question import BACK, CANCEL, Question
+from wizard.summary import by_topic
 
 APP_TITLE = "LoRA Wizard"
 ORIGIN_WORDS = {"asked": "your answer", "loaded": "from JSON", "default": "default"}
-STANDARD_FONTS = ("TkDefaultFont", "TkTextFont", "TkFixedFont", "TkMenuFont", "TkHeadingFont", "TkCaptionFont",
-                  "TkSmallCaptionFont", "TkIconFont", "TkTooltipFont")
+LONG_HELP_CHARS = 600  # a help longer than this (about ten lines) is laid out wider
+CHOICES_SCREEN_SHARE = 0.35  # the choice buttons of one column take at most this share of the screen's height
+TOPIC_ROW = "topic:"  # the summary's topic rows are named "topic:<title>"; they are headings, not settings
 
 
 def question_title(question: Question) -> str:
@@ -46,19 +58,13 @@ def question_title(question: Question) -> str:
 
 
 class TkAsker:
-    """Asks with Tk popups. `scaling` is Tk's pixels per point (1.33 is 96 dpi); None keeps what the system says."""
+    """Asks with Tk popups. `scaling` is Tk's pixels per point (1.33 is 96 dpi); None takes the screen's real DPI.
+    `theme` is light, dark, or the system's setting."""
 
-    def __init__(self, *, scaling: float | None = None) -> None:
-        if sys.platform == "win32":
-            _declare_dpi_aware()
-        self.root = tk.Tk(className="LoraWizard")
-        self.root.withdraw()
+    def __init__(self, *, scaling: float | None = None, theme: ThemeChoice = "system") -> None:
+        self.root = open_root(theme=theme, scaling=scaling)
         self.root.title(APP_TITLE)
         self.root.attributes("-topmost", True)
-        _use_point_sizes(self.root)
-        if scaling is not None:
-            self.root.tk.call("tk", "scaling", scaling)
-        self._style_widgets()
         self._last_folder: str | None = None
 
     def close(self) -> None:
@@ -67,7 +73,7 @@ class TkAsker:
     # -- the Asker protocol ---------------------------------------------------------------------------------------
 
     def ask(self, question: Question, default: Any, *, can_go_back: bool, error: str | None = None) -> Any:
-        dialog = Dialog(self.root, question_title(question), wraplength=self._wraplength())
+        dialog = Dialog(self.root, question_title(question), wraplength=self._wraplength(question.help))
         dialog.add_text(question.text, "Question.TLabel")
         if question.help:
             dialog.add_text(question.help, "Help.TLabel")
@@ -84,35 +90,36 @@ class TkAsker:
             return dialog.run(focus=buttons["OK"])
         return self._ask_typed(dialog, question, default, back)
 
-    def summary(self, rows: list[SummaryRow], title: str) -> SummaryAction:
-        dialog = Dialog(self.root, title, wraplength=self._wraplength(), on_close="cancel")
-        dialog.add_text("These settings will be used. To change one, select it and press Edit (or double-click it).",
-                        "Help.TLabel")
+    def summary(self, rows: list[SummaryRow], title: str, *, start_label: str = "Start training") -> SummaryAction:
+        dialog = Dialog(self.root, title, wraplength=self._wraplength(), on_close="cancel",
+                        confirm_leave=LEAVE_WITHOUT_TRAINING)
+        dialog.add_text("These settings will be used; in each topic the ones you changed come first. To change one, "
+                        "select it and press Edit (or double-click it).", "Help.TLabel")
         table = self._summary_table(dialog, rows)
 
         def edit_selected() -> None:
-            if table.selection():
+            if table.selection() and not table.selection()[0].startswith(TOPIC_ROW):
                 dialog.finish(("edit", table.selection()[0]))
 
         table.bind("<Double-1>", lambda event: edit_selected() if table.identify_row(event.y) else None)
         table.bind("<Return>", lambda event: (edit_selected(), "break")[1])
         buttons = dialog.add_button_row(
-            [("Cancel", lambda: dialog.finish("cancel")), ("Start training", lambda: dialog.finish("start"))],
-            left=[("Edit", edit_selected), ("Save JSON", lambda: dialog.finish("save"))])
-        buttons["Start training"].configure(default="active")
-        return dialog.run(focus=buttons["Start training"])
+            [("Cancel", lambda: dialog.leave("cancel", LEAVE_WITHOUT_TRAINING)),
+             (start_label, lambda: dialog.finish("start"))],
+            left=[("Edit", edit_selected), ("Save JSON", lambda: dialog.finish("save"))], primary=start_label)
+        return dialog.run(focus=buttons[start_label])
 
     def info(self, title: str, message: str) -> None:
-        messagebox.showinfo(title, message, parent=self.root)
+        show_message(self.root, title, message, "info")
 
     def error(self, title: str, message: str) -> None:
-        messagebox.showerror(title, message, parent=self.root)
+        show_message(self.root, title, message, "error")
 
     def report(self, title: str, text: str, *, can_start: bool = True) -> ReportAction:
         return show_report(self.root, title, text, can_start=can_start)
 
-    def confirm(self, title: str, message: str) -> bool:
-        return bool(messagebox.askyesno(title, message, parent=self.root))
+    def confirm(self, title: str, message: str, *, yes: str = "Yes", no: str = "No") -> bool:
+        return ask_confirm(self.root, title, message, yes=yes, no=no)
 
     # -- one builder per kind of question -------------------------------------------------------------------------
 
@@ -121,22 +128,28 @@ class TkAsker:
             [("Skip", lambda: dialog.finish(CANCEL)), ("Yes", lambda: dialog.finish(True)),
              ("No", lambda: dialog.finish(False))], left=back)
         chosen = buttons["Yes"] if default else buttons["No"]
-        chosen.configure(default="active")
+        chosen.configure(style="Accent.TButton")
         dialog.window.bind("<Key-y>", lambda event: dialog.finish(True))
         dialog.window.bind("<Key-n>", lambda event: dialog.finish(False))
         return dialog.run(focus=chosen)
 
     def _ask_choice(self, dialog: Dialog, choices: tuple[str, ...], default: Any, back: ButtonSpecs) -> Any:
         column = ttk.Frame(dialog.body)
-        column.columnconfigure(0, weight=1)
         choice_buttons = []
-        for index, choice in enumerate(choices):
+        for choice in choices:
             current = choice == default
-            button = ttk.Button(column, text=f"{choice}   (current)" if current else choice,
-                                command=lambda value=choice: dialog.finish(value),
-                                default="active" if current else "normal")
-            button.grid(row=index, column=0, sticky="ew", pady=(0, dialog.pad // 2))
-            choice_buttons.append(button)
+            choice_buttons.append(ttk.Button(column, text=f"{choice}   (current)" if current else choice,
+                                             command=lambda value=choice: dialog.finish(value),
+                                             style="Accent.TButton" if current else "TButton"))
+        # A long list goes into side-by-side columns (read down, then across) before it outgrows the screen.
+        row_height = max(button.winfo_reqheight() for button in choice_buttons) + dialog.pad // 2
+        most_per_column = max(4, int(self.root.winfo_screenheight() * CHOICES_SCREEN_SHARE / row_height))
+        per_column = math.ceil(len(choices) / math.ceil(len(choices) / most_per_column))  # balanced columns
+        for index, button in enumerate(choice_buttons):
+            row, place = index % per_column, index // per_column
+            column.columnconfigure(place, weight=1, uniform="choices")
+            button.grid(row=row, column=place, sticky="ew", pady=(0, dialog.pad // 2),
+                        padx=(dialog.pad // 2 if place else 0, 0))
         for index, button in enumerate(choice_buttons):
             button.bind("<Down>", lambda event, i=index: choice_buttons[(i + 1) % len(choice_buttons)].focus_set())
             button.bind("<Up>", lambda event, i=index: choice_buttons[i - 1].focus_set())
@@ -161,12 +174,13 @@ class TkAsker:
             dialog.finish(parse_list(text.get("1.0", "end")))
 
         dialog.on_enter = accept
-        buttons = dialog.add_button_row([("Skip", lambda: dialog.finish(CANCEL)), ("OK", accept)], left=back)
-        buttons["OK"].configure(default="active")
+        buttons = dialog.add_button_row([("Skip", lambda: dialog.finish(CANCEL)), ("OK", accept)], left=back,
+                                         primary="OK")
         return dialog.run(focus=text)
 
     def _ask_typed(self, dialog: Dialog, question: Question, default: Any, back: ButtonSpecs) -> Any:
-        """int, float, text, file and folder: one entry; empty means "keep the default"."""
+        """int, float, text, file and folder: one entry; empty means "keep the default", or with no default "nothing"
+        (which the walker checks: a required one is asked again with what is needed). A path may be dropped on it."""
         line = ttk.Frame(dialog.body)
         line.columnconfigure(0, weight=1)
         entry = ttk.Entry(line, width=48 if question.kind in ("file", "folder") else 32, font="TkTextFont")
@@ -178,11 +192,14 @@ class TkAsker:
             browse = ttk.Button(line, text="Browse...", command=lambda: self._browse(dialog, question, entry))
             browse.grid(row=0, column=1, padx=(dialog.pad, 0))
         dialog.add(line, sticky="ew")
+        if question.kind in ("file", "folder") and has_drag_and_drop(self.root):
+            dialog.add_text(f"You can also drop the {question.kind} here from your file manager.", "Hint.TLabel")
+            accept_dropped_paths(dialog.window, lambda paths: self._fill(entry, paths[0]))
 
         def accept() -> None:
             typed = entry.get()
             if not typed.strip():
-                dialog.finish(CANCEL)
+                dialog.finish(CANCEL if default is not None else None)
                 return
             try:
                 answer = self._read_typed(question, typed)
@@ -194,8 +211,7 @@ class TkAsker:
             dialog.finish(answer)
 
         dialog.on_enter = accept
-        buttons = dialog.add_button_row([("Skip", lambda: dialog.finish(CANCEL)), ("OK", accept)], left=back)
-        buttons["OK"].configure(default="active")
+        dialog.add_button_row([("Skip", lambda: dialog.finish(CANCEL)), ("OK", accept)], left=back, primary="OK")
         return dialog.run(focus=entry)
 
     def _read_typed(self, question: Question, typed: str) -> Any:
@@ -220,77 +236,64 @@ class TkAsker:
             chosen = filedialog.askopenfilename(parent=dialog.window, title=question.text, initialdir=start,
                                                 filetypes=types + [("All files", "*")])
         if chosen:
-            chosen = os.path.normpath(chosen)
-            entry.delete(0, "end")
-            entry.insert(0, chosen)
-            self._last_folder = folder_of(chosen)
+            self._fill(entry, chosen)
         entry.focus_set()
+
+    def _fill(self, entry: ttk.Entry, path: str) -> None:
+        """Put a browsed or dropped path in the entry, where OK or Enter takes it."""
+        path = os.path.normpath(path)
+        entry.delete(0, "end")
+        entry.insert(0, path)
+        entry.focus_set()
+        self._last_folder = folder_of(path) or self._last_folder
 
     # -- looks ----------------------------------------------------------------------------------------------------
 
     def _summary_table(self, dialog: Dialog, rows: list[SummaryRow]) -> ttk.Treeview:
-        """A scrollable table label | value | origin; each column as wide as its text, within the screen."""
+        """A scrollable table label | value | origin under topic headings, each column as wide as its text, within
+        the screen; the changed settings read in the normal colour, the defaults muted."""
         holder = ttk.Frame(dialog.body)
         holder.columnconfigure(0, weight=1)
         holder.rowconfigure(0, weight=1)
         font = tkfont.nametofont("TkDefaultFont", self.root)
-        row_height = int(font.metrics("linespace") * 1.4)
-        visible_rows = max(5, min(len(rows), int(self.root.winfo_screenheight() * 0.55 / row_height)))
+        topics = by_topic(rows)
+        row_height = int(ttk.Style(self.root).lookup("Treeview", "rowheight") or font.metrics("linespace") * 1.6)
+        shown = len(rows) + len(topics)
+        visible_rows = max(5, min(shown, int(self.root.winfo_screenheight() * 0.55 / row_height)))
         table = ttk.Treeview(holder, columns=("label", "value", "origin"), show="headings", height=visible_rows,
                              selectmode="browse")
         scroll = ttk.Scrollbar(holder, orient="vertical", command=table.yview)
         table.configure(yscrollcommand=scroll.set)
         screen = self.root.winfo_screenwidth()
+        bold = tkfont.nametofont(BOLD_FONT, self.root)
         columns = {"label": ("Setting", 0.25), "value": ("Value", 0.4), "origin": ("From", 0.15)}
         for column, (heading, share) in columns.items():
             texts = [heading] + [getattr(row, column) if column != "origin" else ORIGIN_WORDS[row.origin]
                                  for row in rows]
-            width = min(max(font.measure(text) for text in texts) + 2 * dialog.pad, int(screen * share))
+            widest = max([font.measure(text) for text in texts]
+                         + [bold.measure(topic) for topic, _ in topics if column == "label"])
+            width = min(widest + 2 * dialog.pad, int(screen * share))
             table.heading(column, text=heading, anchor="w")
             table.column(column, width=width, minwidth=width // 2, stretch=column == "value", anchor="w")
-        for row in rows:
-            table.insert("", "end", iid=row.field, values=(row.label, row.value, ORIGIN_WORDS[row.origin]),
-                         tags=(row.origin,))
-        table.tag_configure("default", foreground="#555555")
+        for topic, members in topics:
+            heading = table.insert("", "end", iid=TOPIC_ROW + topic, values=(topic, "", ""), open=True,
+                                   tags=("topic",))
+            for row in members:
+                table.insert(heading, "end", iid=row.field, values=(row.label, row.value, ORIGIN_WORDS[row.origin]),
+                             tags=("changed" if row.changed else "unchanged",))
+        colours = palette(self.root)
+        table.tag_configure("topic", font=BOLD_FONT, foreground=colours.accent)
+        table.tag_configure("unchanged", foreground=colours.muted)
         table.grid(row=0, column=0, sticky="nsew")
         scroll.grid(row=0, column=1, sticky="ns")
         dialog.body.rowconfigure(1, weight=1)
         dialog.add(holder, sticky="nsew")
         return table
 
-    def _wraplength(self) -> int:
-        """Long help wraps at about 64 characters, or half the screen on a small screen."""
+    def _wraplength(self, text: str = "") -> int:
+        """Help wraps at about 64 characters, or half the screen on a small screen; a very long `text` (a help that
+        explains each choice) gets wider lines, up to three quarters of the screen, so the popup stays on it."""
         average_char = tkfont.nametofont("TkDefaultFont", self.root).measure("abcdefghijklmnopqrstuvwxyz") / 26
+        if len(text) > LONG_HELP_CHARS:
+            return int(min(self.root.winfo_screenwidth() * 0.75, average_char * 110))
         return int(min(self.root.winfo_screenwidth() * 0.5, average_char * 64))
-
-    def _style_widgets(self) -> None:
-        style = ttk.Style(self.root)
-        if style.theme_use() == "default":  # Tk's plain X11 look; clam is the cleaner built-in one
-            style.theme_use("clam")
-        default = tkfont.nametofont("TkDefaultFont", self.root)
-        question_font = default.copy()
-        question_font.configure(weight="bold", size=int(default.cget("size")) + 2)
-        self._question_font = question_font  # Tk forgets a named font once Python drops it
-        style.configure("Question.TLabel", font=question_font)
-        style.configure("Help.TLabel", foreground="#333333")
-        style.configure("Hint.TLabel", foreground="#555555")
-        style.configure("Error.TLabel", foreground="#b00020")
-        style.configure("Treeview", rowheight=int(default.metrics("linespace") * 1.4))
-
-
-def _use_point_sizes(root: tk.Tk) -> None:
-    """Re-declare Tk's standard fonts in points: on X11 they come in pixels, which would ignore `tk scaling`."""
-    pixels_per_point = float(root.tk.call("tk", "scaling"))
-    for name in STANDARD_FONTS:
-        font = tkfont.nametofont(name, root)
-        size = int(font.cget("size"))
-        if size < 0:
-            font.configure(size=max(1, round(-size / pixels_per_point)))
-
-
-def _declare_dpi_aware() -> None:
-    """On Windows, ask for real pixels so Tk sizes fonts for the screen instead of being blurred up by the system."""
-    try:
-        ctypes.windll.shcore.SetProcessDpiAwareness(1)
-    except (AttributeError, OSError):
-        pass  # Windows before 8.1 has no per-monitor awareness; Tk then draws at 96 dpi, still readable

@@ -13,7 +13,7 @@ from tkinter import font as tkfont
 from tkinter import ttk
 
 from wizard.askers.base import ReportAction
-from wizard.askers.tk_widgets import Dialog
+from wizard.askers.tk_widgets import LEAVE_WITHOUT_TRAINING, Dialog
 
 SCREEN_SHARE_HIGH = 0.6  # the text area takes at most this share of the screen's height before it scrolls
 TEXT_WIDTH_CHARS = 90  # of the average character; wider tables widen the window, up to the screen's width
@@ -22,12 +22,15 @@ BULLET = "- "
 
 
 def show_report(root: tk.Tk, title: str, text: str, *, can_start: bool = True) -> ReportAction:
-    """Show `text` in a modal window of `root`; Start (Enter) / Back / Cancel (Escape). Returns the choice."""
+    """Show `text` in a modal window of `root`; Start (Enter) / Back / Cancel. Returns the choice.
+
+    Cancel, Escape and the close button ask before leaving (the answers would be lost), "Keep going" the default."""
     font = tkfont.nametofont("TkDefaultFont", root)
     heading_font = font.copy()
     heading_font.configure(weight="bold")
     average_char = font.measure("abcdefghijklmnopqrstuvwxyz") / 26
-    dialog = Dialog(root, title, wraplength=int(average_char * TEXT_WIDTH_CHARS), on_close="cancel")
+    dialog = Dialog(root, title, wraplength=int(average_char * TEXT_WIDTH_CHARS), on_close="cancel",
+                    confirm_leave=LEAVE_WITHOUT_TRAINING)
 
     holder = ttk.Frame(dialog.body)
     holder.columnconfigure(0, weight=1)
@@ -49,9 +52,9 @@ def show_report(root: tk.Tk, title: str, text: str, *, can_start: bool = True) -
 
     start = [("Start", lambda: dialog.finish("start"))] if can_start else []
     buttons = dialog.add_button_row(start, left=[("Back", lambda: dialog.finish("back")),
-                                                 ("Cancel", lambda: dialog.finish("cancel"))])
+                                                 ("Cancel", lambda: dialog.leave("cancel", LEAVE_WITHOUT_TRAINING))],
+                                    primary="Start" if can_start else "Back")
     focus = buttons["Start"] if can_start else buttons["Back"]
-    focus.configure(default="active")
     return dialog.run(focus=focus)
 
 
