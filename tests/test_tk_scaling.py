@@ -25,14 +25,13 @@ from questions import FLOWS
 from sd_scripts.args import TrainArgs
 from sd_scripts.events import EpochEnd, Failed, Finished, SampleMade, Saved, Started, Step
 from sd_scripts.training.result import TrainResult
-from wizard.askers.base import SummaryRow
 from wizard.askers.tk_asker import TkAsker
 from wizard.askers.tk_report import show_report
 from wizard.askers.tk_theme import apply_theme, has_urgency_hint
-from wizard.config import FIELDS, TrainConfig
+from wizard.config import TrainConfig
 from wizard.progress_window import BiasCorrectedAverage, ProgressWindow
 from wizard.question import Question
-from wizard.summary import TOPICS
+from wizard.summary import summary_rows
 from xvfb import (  # noqa: F401  (fixtures)
     ARTIFACTS,
     VirtualDisplay,
@@ -124,6 +123,14 @@ class Scale(NamedTuple):
 
 SCALES = [Scale("1x", 96 / 72, (1366, 768)), Scale("1.5x", 144 / 72, (1920, 1080)), Scale("2x", 192 / 72, (2560, 1600))]
 THEMES = ("light", "dark")
+ANSWERED = TrainConfig(cuda=True)  # a summary as an artist sees it: a few answers, one loaded value, the defaults
+for _name, _value, _origin in (("base_model", "/home/artist/models/anything-v4.5-pruned.safetensors", "asked"),
+                               ("img_folder", "/home/artist/lora/mychar/images", "asked"),
+                               ("output_folder", "/home/artist/lora/mychar/output", "asked"),
+                               ("change_output_name", "mychar_v1", "asked"), ("net_dim", 16, "loaded"),
+                               ("alpha", 8.0, "loaded"), ("learning_rate", 2e-4, "asked"),
+                               ("num_epochs", 12, "asked")):
+    ANSWERED.set(_name, _value, origin=_origin)
 REPORT = ("Images and captions\nFolder\tImages\tCaptions\tRepeats\n10_mychar\t24\t24\t10\n"
           "1_woman (regularization)\t120\t120\t1\n\nTraining length\n- 240 steps per epoch, 10 epochs: 2400 steps.\n"
           "- About 0:41:00 on this GPU.\n\nWarnings\n- 3 images are smaller than the training resolution and are "
@@ -168,9 +175,7 @@ def test_every_window_fits_and_is_photographed(scaled_asker, theme, tmp_path, mo
         (kind, lambda q=question, d=default, k=kind: asker.ask(q, d, can_go_back=True,
                                                                error=ERROR if k == "int" else None))
         for kind, question, default in SAMPLES]
-    rows = [SummaryRow(field.name, field.label, "/home/artist/lora/images" if field.path else str(number),
-                       ("asked", "loaded", "default")[number % 3], TOPICS[field.group], number % 3 != 2)
-            for number, field in enumerate(FIELDS[:40])]
+    rows = summary_rows(ANSWERED)
     shows += [
         ("summary", lambda: asker.summary(rows, "Check your settings")),
         ("report", lambda: show_report(asker.root, "Before training starts", REPORT)),
