@@ -1,7 +1,8 @@
 """The questions of the wizard, as data: one module per topic, composed here into the flows `wizard.app` walks.
 
 "what_to_do" holds the entries of the first popup (train, queue, demo, the side tools); "queue" asks for the queue's
-folder; "start" holds the starter questions of a training (load saved settings, or save these ones); "train" fills
+folder; "start" holds the starter questions of a training (load saved settings, or save these ones); "retrain" asks
+for the LoRA to train again like; "train" fills
 every setting of one training, in the order the popups of the seed tool asked them: the paths first, the model, the
 dataset, the network, the optimizer, the schedule, saving and test images.
 """
@@ -16,6 +17,7 @@ FLOWS: dict[str, list[Question]] = {
     "what_to_do": start.CHOICES,
     "queue": start.QUEUE_QUESTIONS,
     "start": start.QUESTIONS,
+    "retrain": start.RETRAIN_QUESTIONS,
     "train": (
         model.PATH_QUESTIONS
         + dataset.PATH_QUESTIONS

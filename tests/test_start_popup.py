@@ -17,7 +17,7 @@ from wizard.askers.scripted import ScriptedAsker
 from wizard.config import TrainConfig
 from wizard.question import CANCEL, Question
 
-BUILT_IN = ("Train a LoRA", "Run a queue of saved settings", "Try the built-in demo")
+BUILT_IN = ("Train a LoRA", "Train again like a LoRA", "Run a queue of saved settings", "Try the built-in demo")
 
 
 @dataclass
@@ -142,6 +142,6 @@ def test_closing_the_first_popup_asks_whether_to_stop_the_wizard():
 
 def test_every_side_tool_has_an_entry_and_the_built_in_ones_come_first():
     ids = [entry.id for entry in questions.FLOWS["what_to_do"]]
-    assert ids[:3] == ["train", "queue", "demo"]
+    assert ids[:4] == ["train", "retrain", "queue", "demo"]
     assert {"resize", "merge", "extract", "images"} <= set(ids)
     assert all(entry.text and entry.help for entry in questions.FLOWS["what_to_do"])

@@ -21,7 +21,7 @@ from sd_scripts.notices import quiet_library_notices
 from wizard.askers.base import Asker, ReportAction
 from wizard.askers.console import ConsoleAsker
 from wizard.config import TrainConfig
-from wizard.formats import seed_json
+from wizard.formats import settings_file
 from wizard.graph import review, walk
 from wizard.question import BACK, CANCEL, Question
 from wizard.queue import QueuePosition, RunResult, run_queue
@@ -32,7 +32,7 @@ EXIT_USAGE = 2  # a wrong argument or path
 
 WHAT_TO_DO_ID = "what_to_do"
 # The entries of the "what_to_do" flow the app always offers; a side tool's entry only when the tool is registered.
-BUILT_IN_CHOICES = ("train", "queue", "demo")
+BUILT_IN_CHOICES = ("train", "retrain", "queue", "demo")
 
 
 class Train(Protocol):
@@ -60,12 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a LoRA for Stable Diffusion by answering a few popups. With no option the popups open.",
     )
     parser.add_argument("--load-json", metavar="FILE",
-                        help="load saved settings first; the popups skip every setting the file holds")
+                        help="load saved settings first: the wizard's JSON, a Kohya_ss GUI JSON or an sd-scripts "
+                             "TOML (told apart by their content); the popups skip every setting the file holds")
+    parser.add_argument("--from-lora", metavar="FILE",
+                        help="train again like this LoRA: its settings come from its ss_* metadata, the popups ask "
+                             "the rest (the base model, the folders that are not found)")
     parser.add_argument("--no-popups", action="store_true",
                         help="ask nothing: train straight from --load-json FILE, or run --queue DIR")
     parser.add_argument("--queue", metavar="DIR",
-                        help="train every .json file of DIR in name order; finished ones move to DIR/complete, "
-                             "failed ones to DIR/failed with the reason")
+                        help="train every .json and .toml settings file of DIR in name order; finished ones move to "
+                             "DIR/complete, failed ones to DIR/failed with the reason")
     parser.add_argument("--demo", nargs="?", const="", metavar="FOLDER",
                         help="train the built-in tiny demo LoRA (into FOLDER if given) to check the installation")
     parser.add_argument("--tool", metavar="NAME",
@@ -116,7 +120,7 @@ def main(
             return _run_without_popups(arguments, train)
         asker = asker or choose_asker(force_console=arguments.console, theme=arguments.theme)
         return run_popups(flows, asker, train=train, demo=demo, tools=tools, preflight=preflight or _real_preflight,
-                          load_json=arguments.load_json, queue=arguments.queue)
+                          load_json=arguments.load_json or arguments.from_lora, queue=arguments.queue)
     except UserFacingError as problem:
         print(str(problem), file=sys.stderr)
         return EXIT_USAGE
@@ -134,7 +138,8 @@ def run_popups(
     queue: str | None = None,
 ) -> int:
     """The guided session: what to do, then for a training the starter questions, the training questions, the
-    summary, and the training. `--queue` and `--load-json` have already said what to do, so they skip the first popup.
+    summary, and the training. `--queue` and `--load-json` (or `--from-lora`) have already said what to do, so they
+    skip the first popup. "Train again like a LoRA" asks for the LoRA instead of the starter questions.
     """
     if queue is not None:
         return _run_queue(queue, train, asker)
@@ -155,7 +160,7 @@ def run_popups(
         return tools[choice]([], asker=asker)
 
     config = TrainConfig()
-    if walk(flows["start"], config, asker) == "cancelled":
+    if walk(flows["retrain" if choice == "retrain" else "start"], config, asker) == "cancelled":
         return EXIT_FAILED
     if config.get("load_json_path") is not None:
         try:
@@ -241,13 +246,14 @@ def choose_asker(force_console: bool = False, theme: str = "system") -> Asker:
 
 
 class _JsonSaver:
-    """Saves settings into their save_json_folder and remembers what it saved, so Start does not save twice."""
+    """Saves settings into their save_json_folder, as JSON or sd-scripts TOML (settings_format), and remembers what
+    it saved, so Start does not save twice."""
 
     def __init__(self) -> None:
         self._last_saved: dict[str, Any] | None = None
 
     def save(self, config: TrainConfig) -> Path:
-        path = seed_json.save(config, config.get("save_json_folder"), config.get("save_json_name"))
+        path = settings_file.save(config)
         self._last_saved = config.to_dict()
         return path
 
@@ -259,12 +265,16 @@ def _check_arguments(arguments: argparse.Namespace) -> str | None:
     """One sentence about the first wrong argument, or None."""
     if arguments.load_json is not None and not Path(arguments.load_json).is_file():
         return f"The settings file {arguments.load_json} does not exist; check the path after --load-json."
+    if arguments.from_lora is not None and not Path(arguments.from_lora).is_file():
+        return f"The LoRA file {arguments.from_lora} does not exist; check the path after --from-lora."
+    if arguments.from_lora is not None and (arguments.load_json is not None or arguments.queue is not None):
+        return "Use --from-lora alone: it loads the LoRA's settings itself, as --load-json and --queue load theirs."
     if arguments.queue is not None and not Path(arguments.queue).is_dir():
         return f"The queue folder {arguments.queue} does not exist; check the path after --queue."
     if arguments.load_json is not None and arguments.queue is not None:
         return "Use either --load-json or --queue, not both; a queue loads each of its files itself."
-    if arguments.no_popups and arguments.load_json is None and arguments.queue is None:
-        return "--no-popups needs settings to run from: add --load-json FILE or --queue DIR."
+    if arguments.no_popups and arguments.load_json is None and arguments.queue is None and arguments.from_lora is None:
+        return "--no-popups needs settings to run from: add --load-json FILE, --from-lora FILE or --queue DIR."
     return None
 
 
@@ -272,7 +282,7 @@ def _run_without_popups(arguments: argparse.Namespace, train: Train) -> int:
     asker = ConsoleAsker()
     if arguments.queue is not None:
         return _run_queue(arguments.queue, train, asker)
-    config, warnings = seed_json.load(arguments.load_json)
+    config, warnings = settings_file.load(arguments.load_json or arguments.from_lora)
     for warning in warnings:
         print(warning, file=sys.stderr)
     return _exit_code(train(config, asker))
@@ -291,7 +301,7 @@ def _run_queue(folder: str, train: Train, asker: Asker) -> int:
 
 
 def _load(path: str, into: TrainConfig, asker: Asker) -> TrainConfig:
-    config, warnings = seed_json.load(path, into=into)
+    config, warnings = settings_file.load(path, into=into)
     if warnings:
         asker.info("Settings loaded", "\n".join(warnings))
     return config

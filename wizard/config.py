@@ -13,9 +13,10 @@ This module must stay light: it is imported before the first popup appears.
 from __future__ import annotations
 
 import copy as copy_module
+import math
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
 from sd_scripts.errors import UserFacingError
@@ -70,6 +71,7 @@ class Field:
     path: Literal["file", "folder"] | None = None
     extensions: tuple[str, ...] = ()
     default_without_cuda: Any = SAME_AS_DEFAULT
+    follows: "DefaultRule | None" = None
 
     def default_for(self, cuda: bool) -> Any:
         if not cuda and self.default_without_cuda is not SAME_AS_DEFAULT:
@@ -93,6 +95,52 @@ class Field:
             elif self.maximum is not None:
                 words += f" of at most {self.maximum:g}"
         return words + (" (or empty)" if self.nullable else "")
+
+
+@dataclass(frozen=True)
+class DefaultRule:
+    """A default that follows other answers: while a field is at its default, `TrainConfig.get` gives
+    `value(config, declared default)`; `why(config)` says in a few words why, for the summary when it differs.
+
+    The declared default stays the field's one default (the README's table, the JSON format); the rule only adapts it,
+    so the summary, the translation to the trainer and the pre-flight report all see the same adapted value.
+    """
+
+    value: Callable[["TrainConfig", Any], Any]
+    why: Callable[["TrainConfig"], str]
+
+
+# The training resolution the bucket defaults (320 to 960 px) are tuned for.
+BUCKET_DEFAULTS_RESOLUTION = 512
+
+
+def _bucket_scale(config: "TrainConfig") -> tuple[float, int, int, int]:
+    """(resolution side / 512 by area, shorter side, longer side, bucket step) of the config's answers."""
+    width = config.get("train_resolution")
+    height = config.get("height_resolution") or width
+    return math.sqrt(width * height) / BUCKET_DEFAULTS_RESOLUTION, min(width, height), max(width, height), \
+        config.get("bucket_reso_steps")
+
+
+def default_min_bucket(config: "TrainConfig", declared: int) -> int:
+    """The tuned minimum scaled to the resolution, rounded down to the bucket step, at least one step and at most the
+    shorter side (sd-scripts stops when the minimum is above the resolution, and a minimum of 0 divides by zero)."""
+    scale, shorter, _longer, step = _bucket_scale(config)
+    scaled = int(declared * scale) // step * step
+    return max(step, min(scaled, shorter // step * step))
+
+
+def default_max_bucket(config: "TrainConfig", declared: int) -> int:
+    """The tuned maximum scaled to the resolution, rounded up to the bucket step, at least the longer side."""
+    scale, _shorter, longer, step = _bucket_scale(config)
+    return max(math.ceil(declared * scale / step), math.ceil(longer / step)) * step
+
+
+def _follows_resolution(config: "TrainConfig") -> str:
+    width, height = config.get("train_resolution"), config.get("height_resolution")
+    resolution = f"{width}x{height}" if height not in (None, width) else f"{width}"
+    return (f"the resolution is {resolution} and the default is tuned for {BUCKET_DEFAULTS_RESOLUTION}, so it is "
+            f"scaled to the resolution on the {config.get('bucket_reso_steps')} px bucket step")
 
 
 _TYPE_WORDS = {
@@ -154,8 +202,7 @@ FIELDS: tuple[Field, ...] = (
        + ". Default LoRA.", choices=NETWORK_TYPES, nullable=False),
     _f("net_dim", int, 32, "network", "Network dim (rank)",
        "The rank of the LoRA: how much it can learn, and its file size. 32 suits a character or a style; 8-16 "
-       "is often enough; 128 makes large files that overfit easily. Default 32.", nullable=False, minimum=1,
-       maximum=1024),
+       "is often enough; 128 makes large files that overfit easily. Default 32.", nullable=False, minimum=1),
     _f("alpha", float, 16.0, "network", "Network alpha",
        "Scales the LoRA's effect by alpha/dim (it is not a learning rate): with dim 32 and alpha 16 the update "
        "is halved, so a lower alpha needs a higher learning rate. alpha = dim disables the scaling. Default 16 "
@@ -163,7 +210,7 @@ FIELDS: tuple[Field, ...] = (
     _f("conv_dim", int, 32, "network", "Conv dim",
        "For LoCon, LyCORIS LoCon, LoHa, LoKr and DyLoRA: the rank of the U-Net's 3x3 convolution layers (DyLoRA: "
        "equal to dim). LoCon needs it; empty: no convolutions are trained. Not used by LoRA and IA3. Default 32.",
-       minimum=1, maximum=1024),
+       minimum=1),
     _f("conv_alpha", float, None, "network", "Conv alpha",
        "Like alpha, for the convolution layers: scales them by conv_alpha/conv_dim. Empty: equal to conv_dim "
        "(no scaling), as the popups did.", minimum=0),
@@ -198,8 +245,8 @@ FIELDS: tuple[Field, ...] = (
        "Block weight training: 12 comma-separated learning-rate multipliers (0 to 1) for the U-Net's down blocks, "
        "or one preset word (sine, cosine, linear, reverse_linear, zeros). Empty: all 1."),
     _f("mid_lr_weight", float, None, "network", "Mid block weight",
-       "Block weight training: the learning-rate multiplier (0 to 1) of the U-Net's middle block. Empty: 1.",
-       minimum=0, maximum=1),
+       "Block weight training: the learning-rate multiplier (usually 0 to 1) of the U-Net's middle block. "
+       "Empty: 1.", minimum=0),
     _f("up_lr_weight", str, None, "network", "Up block weights",
        "Block weight training: 12 comma-separated learning-rate multipliers for the U-Net's up blocks, or a "
        "preset word like down_lr_weight. Empty: all 1."),
@@ -277,20 +324,24 @@ FIELDS: tuple[Field, ...] = (
     # --- dataset, resolution and buckets -------------------------------------------------------------------------
     _f("train_resolution", int, 512, "dataset", "Resolution (width)",
        "The training resolution in pixels: 512 for SD 1.x and SD 2.x-base, 768 for 768-v models. With buckets "
-       "it is the target area, not a crop size. Default 512.", nullable=False, minimum=64, maximum=4096),
+       "it is the target area, not a crop size. Default 512.", nullable=False, minimum=64),
     _f("height_resolution", int, None, "dataset", "Resolution height",
        "Optional height when training at a non-square resolution. Empty: the same as the width.",
-       minimum=64, maximum=4096),
+       minimum=64),
     _f("buckets", bool, True, "dataset", "Aspect-ratio buckets",
        "Sorts images into buckets of similar aspect ratio so they are trained uncropped at about the same "
        "area. Default on.", nullable=False),
     _f("min_bucket_resolution", int, 320, "dataset", "Min bucket side",
-       "The smallest side a bucket may have, in pixels. Default 320.", nullable=False, minimum=64, maximum=4096),
+       "The smallest side a bucket may have, in pixels. Default 320 at resolution 512; unless you set it, it "
+       "follows the resolution (scaled, rounded down to the bucket step, never above the resolution).",
+       nullable=False, minimum=8, follows=DefaultRule(default_min_bucket, _follows_resolution)),
     _f("max_bucket_resolution", int, 960, "dataset", "Max bucket side",
-       "The largest side a bucket may have, in pixels. Default 960.", nullable=False, minimum=64, maximum=4096),
+       "The largest side a bucket may have, in pixels. Default 960 at resolution 512; unless you set it, it "
+       "follows the resolution (scaled, rounded up to the bucket step, never below the resolution).",
+       nullable=False, minimum=8, follows=DefaultRule(default_max_bucket, _follows_resolution)),
     _f("bucket_reso_steps", int, 64, "dataset", "Bucket step",
-       "Bucket sides are multiples of this many pixels; SD needs multiples of 64. Default 64.", nullable=False,
-       minimum=8, maximum=512),
+       "Bucket sides are multiples of this many pixels; SD needs multiples of 64 (sd-scripts accepts multiples of "
+       "8). Default 64.", nullable=False, minimum=8),
     _f("bucket_no_upscale", bool, False, "dataset", "Don't upscale",
        "Never enlarges small images to fill a bucket (each gets a bucket of its own size instead). Default off.",
        nullable=False),
@@ -365,13 +416,12 @@ FIELDS: tuple[Field, ...] = (
        nullable=False),
     _f("noise_offset", float, None, "precision", "Noise offset",
        "Optional offset added to the training noise (e.g. 0.05 to 0.1) so the LoRA can make darker darks and "
-       "brighter brights. Empty: off.", minimum=0, maximum=1),
+       "brighter brights. Empty: off.", minimum=0),
     _f("multires_noise_iterations", int, None, "precision", "Multi-resolution noise",
        "Optional pyramid noise levels (6 to 10 typical), a stronger alternative to noise offset; 0 or empty: "
-       "off.", minimum=0, maximum=64),
+       "off.", minimum=0),
     _f("multires_noise_discount", float, 0.3, "precision", "Multi-resolution noise discount",
-       "How much weaker each coarser pyramid-noise level is. Default 0.3.", nullable=False, minimum=0,
-       maximum=1),
+       "How much weaker each coarser pyramid-noise level is. Default 0.3.", nullable=False, minimum=0),
     _f("min_snr_gamma", float, None, "precision", "Min-SNR gamma",
        "Optional loss weighting that tones down easy, low-noise steps, which often gives cleaner results "
        "faster; 5 is the recommended value. Empty: off.", minimum=0),
@@ -420,9 +470,15 @@ FIELDS: tuple[Field, ...] = (
     _f("save_json_only", bool, False, "json", "Only save settings",
        "Saves the settings JSON and stops without training (to fill a queue folder). Default off.",
        nullable=False),
+    _f("settings_format", str, "json", "json", "Settings file format",
+       "How Save writes the settings: json, the wizard's own file (every setting; loads back and queues here); "
+       "toml, an sd-scripts --config_file that `python -m sd_scripts.train --config_file` and sd-scripts itself "
+       "train (the wizard-only settings, such as the tag list, are not in it; it also loads and queues here). "
+       "Default json.", choices=("json", "toml"), nullable=False),
     _f("load_json_path", str, None, "json", "Settings file to load",
-       "Optional settings JSON to load; loaded settings are not asked again. Empty: none.",
-       path="file", extensions=("json",)),
+       "Optional settings file to load: the wizard's JSON, a Kohya_ss GUI JSON, an sd-scripts TOML, or a LoRA "
+       "whose metadata tells how it was trained; loaded settings are not asked again. Empty: none.",
+       path="file", extensions=("json", "toml", "safetensors")),
     _f("json_load_skip_list", list, None, "json", "Keys not loaded",
        "Optional list of setting names a loaded JSON must not overwrite, e.g. base_model, img_folder, "
        "output_folder. Empty: load everything."),
@@ -526,8 +582,21 @@ class TrainConfig:
         self._origins: dict[str, Origin] = {field.name: "default" for field in FIELDS}
 
     def get(self, name: str) -> Any:
-        field_named(name)
+        """The value; a field at its default that follows other answers (Field.follows) gives the adapted default."""
+        field = field_named(name)
+        if field.follows is not None and self._origins[name] == "default":
+            return field.follows.value(self, field.default_for(self.cuda))
         return copy_module.deepcopy(self._values[name])
+
+    def adjusted_default(self, name: str) -> str | None:
+        """Why a field's default was adapted to the other answers ("follows the resolution 256 ..."), or None when the
+        field is not at its default or its default needed no change."""
+        field = field_named(name)
+        if field.follows is None or self._origins[name] != "default":
+            return None
+        if self.get(name) == field.default_for(self.cuda):
+            return None
+        return field.follows.why(self)
 
     def set(self, name: str, value: Any, origin: Origin = "asked") -> None:
         field = field_named(name)
@@ -548,7 +617,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every field under its seed-project name, in declaration order, plus `config_version`."""
         values: dict[str, Any] = {"config_version": CONFIG_VERSION}
-        values.update(copy_module.deepcopy(self._values))
+        values.update({field.name: self.get(field.name) for field in FIELDS})
         return values
 
     def copy(self) -> "TrainConfig":

@@ -1,4 +1,4 @@
-"""The training queue: every JSON of a folder, one after the other, unattended, in this process.
+"""The training queue: every settings file (JSON or TOML) of a folder, one after the other, unattended, in-process.
 
 Each file gets a fresh config and its own run; a broken file, a failed run or an unexpected error is written down and
 the queue goes on (the original tool stopped at the first bad path). Finished files move to `complete/`, failed ones
@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 from sd_scripts.errors import UserFacingError
 from sd_scripts.train import release_memory
 from wizard.config import TrainConfig
-from wizard.formats import seed_json
+from wizard.formats import settings_file
 from wizard.formats.files import write_text_atomically
 
 COMPLETE_FOLDER = "complete"
@@ -70,7 +70,7 @@ class QueueSummary:
     def text(self) -> str:
         """The report shown at the end and saved in the summary file: counts, then one line per file."""
         if not self.entries:
-            return f"The queue folder {self.folder} has no .json files to run."
+            return f"The queue folder {self.folder} has no .json files (nor .toml ones) to run."
         lines = [f"Queue finished: {len(self.succeeded)} of {len(self.entries)} trainings worked, "
                  f"{len(self.failed)} failed."]
         for entry in self.entries:
@@ -87,14 +87,18 @@ class QueueSummary:
         return "\n".join(lines)
 
 
+# The settings files a queue runs: the wizard's (or the seed tool's, or a Kohya_ss GUI) JSON and sd-scripts TOML.
+QUEUE_EXTENSIONS = (".json", ".toml")
+
+
 def queue_files(folder: Path) -> list[Path]:
-    """The JSON files the queue will run, in sorted order (the same on every operating system)."""
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() == ".json")
+    """The settings files the queue will run, in sorted order (the same on every operating system)."""
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in QUEUE_EXTENSIONS)
 
 
 def load_settings(path: Path) -> TrainConfig:
-    """One queue file as a fresh config: our settings JSON (or the seed tool's, or a Kohya_ss GUI file)."""
-    config, _warnings = seed_json.load(path)
+    """One queue file as a fresh config, whichever settings format it holds (`settings_file` tells them apart)."""
+    config, _warnings = settings_file.load(path)
     return config
 
 
@@ -105,7 +109,7 @@ def run_queue(
     load: Callable[[Path], TrainConfig] = load_settings,
     report: Callable[[str], None] = print,
 ) -> QueueSummary:
-    """Run every *.json of `folder` through `load` (our settings JSON by default) and `run_one`.
+    """Run every settings file of `folder` (.json, .toml) through `load` and `run_one`.
 
     Never stops early for a broken file or a failed run; `report` gets one line per file as the queue goes on, then
     the summary, which is also written to `queue-summary-<time>.txt` in the folder.

@@ -12,6 +12,7 @@ from typing import Any
 from wizard.askers.base import SummaryRow
 from wizard.config import FIELD_BY_NAME, FIELDS, TrainConfig
 from wizard.network_options import unused_fields
+from wizard.suggestions import suggestions_for
 
 NOT_SET = "(not set)"
 
@@ -32,13 +33,26 @@ def format_value(value: Any) -> str:
 
 
 def summary_rows(config: TrainConfig) -> list[SummaryRow]:
-    """One row per field; a network setting the chosen network type does not take says so instead of a value."""
+    """One row per field; a network setting the chosen network type does not take says so instead of a value.
+
+    A default adapted to the other answers says from what and why; a loaded value the popups would have chosen
+    otherwise carries their suggestion (the loaded value is kept)."""
     unused = unused_fields(config)
     not_used = f"(not used by {config.get('network_type')})"
     return [SummaryRow(field.name, field.label,
-                       not_used if field.name in unused else format_value(config.get(field.name)),
+                       not_used if field.name in unused else _value_with_notes(config, field.name),
                        config.origin(field.name), TOPICS[field.group], _changed(config, field.name))
             for field in FIELDS]
+
+
+def _value_with_notes(config: TrainConfig, name: str) -> str:
+    text = format_value(config.get(name))
+    adjusted = config.adjusted_default(name)
+    if adjusted is not None:
+        text += f" (default {format_value(FIELD_BY_NAME[name].default_for(config.cuda))} adjusted: {adjusted})"
+    for suggestion in suggestions_for(config, name):
+        text += f" (kept from the file; {suggestion})"
+    return text
 
 
 # The summary's topics, in the order of the declaration's groups.

@@ -62,8 +62,8 @@ def validate_args(args: TrainArgs) -> None:
         raise UserFacingError(f"network_alpha is {args.network_alpha}; it must be 0 or more (often 1 or half the dim).")
     if args.max_token_length not in (None, 75, 150, 225):
         raise UserFacingError(f"max_token_length is {args.max_token_length}; choose 75, 150 or 225.")
-    if args.min_snr_gamma is not None and args.min_snr_gamma <= 0:
-        raise UserFacingError(f"min_snr_gamma is {args.min_snr_gamma}; it must be above 0 (5 is usual) or unset.")
+    if args.min_snr_gamma is not None and args.min_snr_gamma < 0:  # 0 is off, as in sd-scripts
+        raise UserFacingError(f"min_snr_gamma is {args.min_snr_gamma}; it must be 0 (off) or above (5 is usual).")
     if args.noise_offset is not None and args.noise_offset < 0:
         raise UserFacingError(f"noise_offset is {args.noise_offset}; it must be 0 or more (0.05 to 0.1 is usual).")
     if args.max_grad_norm < 0:

@@ -70,6 +70,11 @@ class _Reader:
         number = self.whole(key, value)
         return None if number == 0 else number
 
+    def layer(self, key: str, value: Any) -> Any:
+        """CLIP skip: the GUI's slider starts at 0, which it passes as "not set", sd-scripts' last layer (1)."""
+        number = self.whole(key, value)
+        return 1 if number == 0 else number
+
     def number_or_off(self, key: str, value: Any) -> Any:
         number = self.number(key, value)
         return None if number == 0 else number
@@ -113,7 +118,7 @@ PLAIN_KEYS: dict[str, tuple[str, str]] = {
     "color_aug": ("color_aug", "flag"),
     "flip_aug": ("flip_aug", "flag"),
     "random_crop": ("random_crop", "flag"),
-    "clip_skip": ("clip_skip", "whole"),
+    "clip_skip": ("clip_skip", "layer"),
     "gradient_accumulation_steps": ("gradient_acc_steps", "whole"),
     "output_name": ("change_output_name", "text"),
     "max_token_length": ("max_clip_token_length", "whole"),
@@ -202,7 +207,8 @@ def config_from_data(data: dict[str, Any], path: Path, config: TrainConfig) -> t
             raise ConfigError(f"In {path.name} (Kohya_ss key '{key}'), {exc.message}") from None
 
     converters: dict[str, Callable[[str, Any], Any]] = {
-        name: getattr(reader, name) for name in ("text", "number", "whole", "flag", "whole_or_off", "number_or_off")
+        name: getattr(reader, name)
+        for name in ("text", "number", "whole", "flag", "whole_or_off", "number_or_off", "layer")
     }
     for key, (field, converter) in PLAIN_KEYS.items():
         if key in data:

@@ -5,6 +5,9 @@ Import reads the file as the trainer does (`TrainArgs.from_toml`, [section] tabl
 it does not know) is found by translating back and comparing: each key of the file whose value does not survive
 becomes a warning, so nothing is dropped silently.
 
+A bucket size the file leaves out is sd-scripts' default where that fits the resolution, else it follows the
+resolution as the wizard's own default does (sd-scripts would stop there).
+
 Export writes every TrainArgs field the wizard sets, flat, as sd-scripts' own `--output_config` does; TOML has no
 null, so unset values are left out (the trainer reads them back as unset). The file also runs directly:
 `python -m sd_scripts.train --config_file x.toml`.
@@ -29,6 +32,7 @@ def load(path: str | Path, cuda: bool | None = None) -> tuple[TrainConfig, list[
     args, unknown = TrainArgs.from_toml(path)
     present = flatten_sections(read_toml(path))
     config = from_train_args(args, cuda=cuda)
+    _adapt_missing_bucket_sizes(config, args, present)
 
     warnings = [f"'{key}' in {path.name} is not an sd-scripts setting this trainer knows; it was ignored."
                 for key in unknown]
@@ -45,6 +49,22 @@ def load(path: str | Path, cuda: bool | None = None) -> tuple[TrainConfig, list[
         warnings.append(f"The network arguments {', '.join(lost)} in {path.name} cannot be expressed in the wizard; "
                         "they were ignored.")
     return config, warnings
+
+
+# sd-scripts' bucket size keys and the wizard fields that hold them.
+BUCKET_SIZE_FIELDS = {"min_bucket_reso": "min_bucket_resolution", "max_bucket_reso": "max_bucket_resolution"}
+
+
+def _adapt_missing_bucket_sizes(config: TrainConfig, args: TrainArgs, present: dict[str, Any]) -> None:
+    """A bucket size the file leaves out is sd-scripts' default (256 / 1024) where that fits the resolution, as
+    sd-scripts trains it; where it does not (sd-scripts would stop), it follows the resolution like every default."""
+    width, height = config.get("train_resolution"), config.get("height_resolution") or config.get("train_resolution")
+    fits = min(width, height) >= args.min_bucket_reso and max(width, height) <= args.max_bucket_reso
+    if not args.enable_bucket or fits:
+        return
+    for key, field in BUCKET_SIZE_FIELDS.items():
+        if key not in present:
+            config.reset(field)
 
 
 def lost_network_args(wanted: list[str], kept: list[str]) -> list[str]:

@@ -24,29 +24,34 @@ from wizard.network_options import network_fields
 
 # These steered the session that wrote the file (save it, only save it, load another, run a queue); loading them
 # would make a queued run save instead of train, so a load leaves them as they are.
-FLOW_FIELDS = ("save_json_folder", "save_json_only", "load_json_path", "multi_run_folder")
+FLOW_FIELDS = ("save_json_folder", "save_json_only", "settings_format", "load_json_path", "multi_run_folder")
 
 _UNSAFE_IN_FILE_NAMES = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 
 
-def json_file_name(timestamp: float, name: str | None) -> str:
+def json_file_name(timestamp: float, name: str | None, extension: str = ".json") -> str:
     """config-<time.time()>.json, or config-<time.time()>-<name>.json, as the seed project named them."""
     suffix = f"-{_UNSAFE_IN_FILE_NAMES.sub('_', name.strip())}" if name and name.strip() else ""
-    return f"config-{timestamp}{suffix}.json"
+    return f"config-{timestamp}{suffix}{extension}"
 
 
-def save(config: TrainConfig, folder: str | Path, name: str | None = None) -> Path:
-    """Write every setting to a new file in `folder` and return its path; an existing file is never replaced."""
+def new_settings_path(folder: str | Path, name: str | None, extension: str) -> Path:
+    """A settings file name in `folder` that is not taken yet (config-<time>[-<name>]<extension>)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserFacingError(f"The folder {folder} for the settings file does not exist; choose an existing folder.")
     timestamp = time.time()
-    path = folder / json_file_name(timestamp, name)
+    path = folder / json_file_name(timestamp, name, extension)
     while path.exists():
         timestamp += 1e-6
-        path = folder / json_file_name(timestamp, name)
+        path = folder / json_file_name(timestamp, name, extension)
+    return path
+
+
+def save(config: TrainConfig, folder: str | Path, name: str | None = None) -> Path:
+    """Write every setting to a new file in `folder` and return its path; an existing file is never replaced."""
     text = json.dumps(config.to_dict(), indent=4, ensure_ascii=False) + "\n"
-    return write_text_atomically(path, text)
+    return write_text_atomically(new_settings_path(folder, name, ".json"), text)
 
 
 def load(path: str | Path, into: TrainConfig | None = None) -> tuple[TrainConfig, list[str]]:
