@@ -1,15 +1,16 @@
 """`load_batch`: the pixels (or cached latents), captions and loss weights of one batch.
 
 All randomness of a batch (flip, random crop, color jitter, caption dropout and shuffling) comes from one
-`random.Random` seeded with the plan's seed, the epoch and the batch's position, so the same seed gives the same
-batches on every run and a resumed run sees what an uninterrupted one would have seen. The draws per image follow
+`random.Random` seeded with the plan's seed, the epoch and the batch's position, never from a worker's state, so the
+same seed gives the same batches on every run, with any number of DataLoader workers (`sd_scripts.dataset.loader`),
+and a resumed run sees what an uninterrupted one would have seen. The draws per image follow
 sd-scripts' order: flip, crop, color, caption.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,15 @@ class Batch:
     pixels: Tensor | None  # [B, 3, H, W] float32 in [-1, 1]
     latents: Tensor | None  # [B, C, H/8, W/8] float32, as the cache's encode returned them
     image_paths: list[Path]
+
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked memory, which the DataLoader's pin_memory=True asks for (CUDA copies it sooner)."""
+        return replace(
+            self,
+            loss_weights=self.loss_weights.pin_memory(),
+            pixels=None if self.pixels is None else self.pixels.pin_memory(),
+            latents=None if self.latents is None else self.latents.pin_memory(),
+        )
 
 
 def batch_rng(plan: DatasetPlan, epoch: int, batch_index: int) -> random.Random:

@@ -30,9 +30,10 @@ import torch
 from accelerate.utils import set_seed
 
 from sd_scripts.args import TrainArgs
-from sd_scripts.dataset.batches import Batch, load_batch
-from sd_scripts.dataset.epochs import BatchSpec, epoch_batches
+from sd_scripts.dataset.batches import Batch
+from sd_scripts.dataset.epochs import epoch_batches
 from sd_scripts.dataset.latent_cache import cache_latents
+from sd_scripts.dataset.loader import BatchLoader
 from sd_scripts.dataset.plan import scan_dataset
 from sd_scripts.dataset.settings import DatasetSettings
 from sd_scripts.errors import UserFacingError
@@ -147,6 +148,9 @@ class TrainingSession:
         if args.cache_latents or args.cache_latents_to_disk:
             self.latent_cache = cache_latents(self.plan, self.encode_pixels, to_disk=args.cache_latents_to_disk,
                                               vae_batch_size=args.vae_batch_size)
+        self.batches = BatchLoader(self.plan, self.latent_cache, num_workers=args.max_data_loader_n_workers,
+                                   persistent_workers=args.persistent_data_loader_workers,
+                                   pin_memory=self.device.type == "cuda")
 
         self.pending_random_states = None
         if args.resume:
@@ -263,9 +267,9 @@ class TrainingSession:
     def batch_loss(self, batch: Batch) -> torch.Tensor:
         """The diffusion loss of one data batch with the LoRA applied."""
         if batch.latents is not None:
-            latents = batch.latents.to(self.device, dtype=self.weight_dtype)
+            latents = batch.latents.to(self.device, dtype=self.weight_dtype, non_blocking=True)
         else:
-            latents = self.encode_pixels(batch.pixels)
+            latents = self.encode_pixels(batch.pixels.to(self.device, non_blocking=True))
         latents = latents * self.model.vae.config.scaling_factor
         return unet_loss(
             self.model.unet,
@@ -278,17 +282,20 @@ class TrainingSession:
             self.accelerator.autocast,
         )
 
-    def optimizer_step(self, batch_specs: list[BatchSpec], epoch: int) -> float:
-        """Accumulate the gradients of `batch_specs` (one optimizer step's batches), then update; returns the loss."""
+    def optimizer_step(self, batches: list[Batch]) -> float:
+        """Accumulate the gradients of `batches` (one optimizer step's), then update; returns their mean loss.
+
+        Each batch's loss is divided by gradient_accumulation_steps, also in an epoch's last, shorter group, as
+        sd-scripts' `accelerator.accumulate` + `accelerator.backward` do: that group's step is smaller.
+        """
         total = 0.0
-        for index, spec in enumerate(batch_specs):
-            batch = load_batch(self.plan, spec, epoch, self.position.global_step, self.latent_cache)
-            last = index == len(batch_specs) - 1
+        for index, batch in enumerate(batches):
+            last = index == len(batches) - 1
             with self.accelerator.no_sync(self.prepared_network) if not last else contextlib.nullcontext():
                 loss = self.batch_loss(batch)
                 if not torch.isfinite(loss):
                     raise nan_loss_error(self.position.global_step + 1)
-                self.accelerator.backward(loss / len(batch_specs))
+                self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             total += loss.item()
         if self.args.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.trainable_parameters, self.args.max_grad_norm)
@@ -296,10 +303,16 @@ class TrainingSession:
         if not self.optimizer.step_was_skipped:  # fp16: a step with overflowing gradients is skipped, keep the schedule
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / len(batch_specs)
+        return total / len(batches)
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        try:
+            return self.train_epochs()
+        finally:
+            self.batches.close()
+
+    def train_epochs(self) -> TrainResult:
         args, length, position = self.args, self.length, self.position
         self.on_event(Started(
             total_steps=length.total_steps,
@@ -321,12 +334,14 @@ class TrainingSession:
                 restore_random_states(self.pending_random_states, self.noise_generator)
                 self.pending_random_states = None
             first = position.batches_done if epoch == position.epoch else 0
+            groups = self.batches.epoch(epoch, batch_specs, first=first, first_step=position.global_step,
+                                        accumulation=accumulation)
             average = LossAverage()
             for start in range(first, len(batch_specs), accumulation):
                 position.epoch, position.batches_done = epoch, start
                 if self.stop.is_set():
                     return self.stop_early(clock)
-                loss = self.optimizer_step(batch_specs[start:start + accumulation], epoch)
+                loss = self.optimizer_step(next(groups))
                 position.global_step += 1
                 position.batches_done = min(start + accumulation, len(batch_specs))
                 step = position.global_step
