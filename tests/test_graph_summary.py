@@ -92,7 +92,7 @@ def test_save_json_from_the_summary_asks_for_a_folder_and_writes_the_settings(pr
                           summary_actions=["save", "start"])
     walk(TRAIN, config, asker)
     assert review(TRAIN, config, asker, save_json=save_into_folder) == "start"
-    assert asker.asked[-1] == "save_json_folder"
+    assert asker.asked[-2:] == ["save_json_folder", "settings_format"]  # where, and as JSON or sd-scripts TOML
     saved = list(project.json_folder.glob("config-*.json"))
     assert len(saved) == 1
     content = json.loads(saved[0].read_text(encoding="utf-8"))

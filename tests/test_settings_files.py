@@ -232,6 +232,16 @@ def test_save_as_toml_round_trips(tmp_path):
     assert to_train_args(trainer.configs[0]) == args
 
 
+def test_save_in_the_summary_asks_where_and_in_which_format(tmp_path):
+    project = make_project(tmp_path)
+    asker = ScriptedAsker({**project.path_answers(), "save_json_folder": str(project.json_folder),
+                           "settings_format": "toml"}, summary_actions=["save", "cancel"])
+    main([], questions.FLOWS, train=FakeTrainer(), asker=asker, preflight=start_at_once)
+    (saved,) = project.json_folder.glob("config-*.toml")
+    assert asker.messages[-1][1:] == ("Settings saved", f"Your settings were saved to {saved}.")
+    assert TrainArgs.from_toml(saved)[0].train_data_dir == str(project.img_folder)
+
+
 # --- values sd-scripts accepts ------------------------------------------------------------------------------------
 
 def test_kohya_gui_values_sd_scripts_accepts_are_accepted(tmp_path):

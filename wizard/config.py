@@ -366,10 +366,13 @@ FIELDS: tuple[Field, ...] = (
        "Optional sd-scripts dataset config (.toml) describing the datasets instead of the image folders. "
        "Empty: use the image folders.", path="file", extensions=("toml",)),
     _f("num_workers", int, 1, "dataset", "Data loader workers",
-       "Background processes that load images; more use more RAM. Default 1.", nullable=False, minimum=0,
-       maximum=64),
+       "Background processes that decode the images and prepare the captions of the next batches while the "
+       "model trains a step; 0 loads each batch in the training process, between steps. At most one per CPU "
+       "core is started, and each uses some RAM. Not used while latents are cached in memory: a batch is then "
+       "only picked from the cache. Default 1.", nullable=False, minimum=0, maximum=64),
     _f("persistent_workers", bool, True, "dataset", "Keep workers alive",
-       "Keeps the data-loader workers between epochs, so epochs start without a pause. Default on.",
+       "Keeps the data-loader workers between epochs, so an epoch starts without starting them again (on "
+       "Windows that takes seconds per worker). Only used with 1 or more workers. Default on.",
        nullable=False),
     # --- captions ------------------------------------------------------------------------------------------------
     _f("caption_extension", str, ".txt", "captions", "Caption extension",

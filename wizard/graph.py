@@ -112,7 +112,7 @@ def review(
     """Show the summary until the user presses Start or Cancel.
 
     `save_json` writes the config into its `save_json_folder` and returns the file written; the summary asks for
-    the folder first when none is set.
+    the folder and the format (the wizard's JSON or an sd-scripts TOML) first when no folder is set.
     """
     while True:
         action = asker.summary(summary_rows(config), SUMMARY_TITLE)
@@ -248,8 +248,8 @@ def _name_value_pairs(text: str | None) -> dict[str, str]:
 
 def _save_from_summary(config: TrainConfig, asker: Asker, save_json: Callable[[TrainConfig], Path]) -> None:
     if config.get("save_json_folder") is None:
-        folder_question = question_for_field(FIELD_BY_NAME["save_json_folder"])
-        if walk([folder_question], config, asker, skip_loaded=False) == "cancelled":
+        where_and_how = [question_for_field(FIELD_BY_NAME[name]) for name in ("save_json_folder", "settings_format")]
+        if walk(where_and_how, config, asker, skip_loaded=False) == "cancelled":
             return
         if config.get("save_json_folder") is None:
             return

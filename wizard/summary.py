@@ -2,13 +2,15 @@
 
 One row per TrainConfig field, in the declaration order of `wizard.config.FIELDS` (which keeps the groups together),
 labelled with the field's own label, so nothing the trainer will use is hidden: asked, loaded or default. Network
-settings the chosen network type does not take read "(not used by <type>)".
+settings the chosen network type does not take read "(not used by <type>)"; the data-loader settings say when the
+trainer will load batches without worker processes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sd_scripts.dataset.loader import loading_workers
 from wizard.askers.base import SummaryRow
 from wizard.config import FIELD_BY_NAME, FIELDS, TrainConfig
 from wizard.network_options import unused_fields
@@ -47,6 +49,9 @@ def summary_rows(config: TrainConfig) -> list[SummaryRow]:
 
 def _value_with_notes(config: TrainConfig, name: str) -> str:
     text = format_value(config.get(name))
+    idle = _idle_loader_fields(config).get(name)
+    if idle:
+        text += f" ({idle})"
     adjusted = config.adjusted_default(name)
     if adjusted is not None:
         text += f" (default {format_value(FIELD_BY_NAME[name].default_for(config.cuda))} adjusted: {adjusted})"
@@ -74,3 +79,14 @@ def by_topic(rows: list[SummaryRow]) -> list[tuple[str, list[SummaryRow]]]:
 def _changed(config: TrainConfig, name: str) -> bool:
     """Answered or loaded, and not what the wizard would have used anyway."""
     return config.origin(name) != "default" and config.get(name) != FIELD_BY_NAME[name].default_for(config.cuda)
+
+
+def _idle_loader_fields(config: TrainConfig) -> dict[str, str]:
+    """The data-loader settings the trainer will not use with these answers, and why (the trainer's own rule)."""
+    in_memory = bool(config.get("cache_latents")) and not config.get("cache_latents_to_disk")
+    if loading_workers(config.get("num_workers"), latents_in_memory=in_memory):
+        return {}
+    if in_memory:
+        reason = "not used: latents are cached in memory, batches are loaded without workers"
+        return {"num_workers": reason, "persistent_workers": reason}
+    return {"persistent_workers": "not used with 0 workers"}
