@@ -147,6 +147,7 @@ class TrainArgs:
     logging_dir: str | None = None
     log_prefix: str | None = None
     log_with: str | None = None
+    log_tracker_name: str | None = None
     sample_prompts: str | None = None
     sample_every_n_steps: int | None = None
     sample_every_n_epochs: int | None = None

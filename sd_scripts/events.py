@@ -65,6 +65,7 @@ class Finished:
     epochs: int
     elapsed_s: float
     stopped_early: bool  # True when the user pressed Stop
+    loss_plot: str | None = None  # the run's loss plot (PNG) beside the LoRA, see sd_scripts.training.logs
 
 
 @dataclass(frozen=True)

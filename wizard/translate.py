@@ -132,6 +132,7 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "logging_dir": c("log_dir"),
         "log_prefix": None,
         "log_with": None,
+        "log_tracker_name": None,
         "sample_prompts": c("sample_prompts"),
         "sample_every_n_steps": c("sample_every_n_steps"),
         "sample_every_n_epochs": c("sample_every_n_epochs"),

@@ -45,6 +45,7 @@ from sd_scripts.saving import TrainingRun, model_file_metadata, save_lora, train
 from sd_scripts.saving.lora_file import load_lora_file
 from sd_scripts.training.failures import nan_loss_error
 from sd_scripts.training.length import plan_run_length, resolve_warmup_steps
+from sd_scripts.training.logs import open_run_logs
 from sd_scripts.training.noise import make_noise_scheduler
 from sd_scripts.training.optimizers import build_optimizer, parse_optimizer_args, resolve_optimizer_name
 from sd_scripts.training.outputs import OutputNames, check_outputs_free
@@ -90,8 +91,6 @@ class TrainingSession:
             output_name=args.output_name or DEFAULT_OUTPUT_NAME,
         )
         set_seed(args.seed)
-        if args.log_with or args.logging_dir:
-            self.note("TensorBoard and wandb logging are not available; the progress is reported in the window instead.")
         if args.full_fp16 or args.full_bf16:
             self.note("full_fp16/full_bf16 are not used: the LoRA weights stay in fp32, which costs little memory.")
 
@@ -170,6 +169,9 @@ class TrainingSession:
             optimizer=self.optimizer_description,
             model_files=model_file_metadata(args.pretrained_model_name_or_path, args.vae),
         )
+        self.logs = open_run_logs(args, table=self.outputs.loss_table(), plot=self.outputs.loss_plot(),
+                                  network=self.network, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
+                                  resumed_at=self.position.global_step if args.resume else None)
 
     # --- building -----------------------------------------------------------------------------------------------
     def note(self, *notes: str) -> None:
@@ -180,6 +182,8 @@ class TrainingSession:
     def planned_outputs(self) -> list[Path]:
         """The LoRA files (and state folders) this run will write for sure, from its start position on."""
         paths = [self.outputs.final()]
+        if not self.args.resume:  # a resumed run continues the loss table and plot of the run it resumes
+            paths += [self.outputs.loss_table(), self.outputs.loss_plot()]
         every = self.args.save_every_n_epochs
         if every:
             paths += [self.outputs.after_epoch(epoch) for epoch in range(self.position.epoch, self.length.epochs)
@@ -311,6 +315,7 @@ class TrainingSession:
             return self.train_epochs()
         finally:
             self.batches.close()
+            self.logs.close()
 
     def train_epochs(self) -> TrainResult:
         args, length, position = self.args, self.length, self.position
@@ -345,7 +350,7 @@ class TrainingSession:
                 position.global_step += 1
                 position.batches_done = min(start + accumulation, len(batch_specs))
                 step = position.global_step
-                self.on_event(Step(
+                stepped = Step(
                     step=step,
                     total_steps=length.total_steps,
                     epoch=epoch,
@@ -356,14 +361,18 @@ class TrainingSession:
                     steps_per_second=clock.steps_per_second(step),
                     elapsed_s=clock.elapsed(),
                     eta_s=clock.eta(step),
-                ))
+                )
+                self.on_event(stepped)
+                self.logs.record_step(stepped)
                 if step >= length.total_steps:
                     break
                 if args.save_every_n_steps and step % args.save_every_n_steps == 0:
                     self.save(self.outputs.after_step(step), epoch, final=False)
                 if not args.sample_every_n_epochs and args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
                     self.make_samples(f"{step:06d}")
-            self.on_event(EpochEnd(epoch=epoch, epochs=length.epochs, average_loss=average.mean()))
+            epoch_end = EpochEnd(epoch=epoch, epochs=length.epochs, average_loss=average.mean())
+            self.on_event(epoch_end)
+            self.logs.record_epoch(epoch_end)
             position.epoch, position.batches_done = epoch + 1, 0
             last_epoch = epoch == length.epochs or position.global_step >= length.total_steps
             if last_epoch:
@@ -375,7 +384,8 @@ class TrainingSession:
                 self.make_samples(f"e{epoch:06d}")
             if last_epoch:
                 break
-        self.on_event(Finished(str(final), position.global_step, length.epochs, clock.elapsed(), stopped_early=False))
+        self.on_event(Finished(str(final), position.global_step, length.epochs, clock.elapsed(), stopped_early=False,
+                               loss_plot=str(self.logs.finish())))
         return TrainResult(
             ok=True,
             lora_path=str(final),
@@ -393,7 +403,8 @@ class TrainingSession:
             self.save_state(path)
         else:
             self.save(path, epoch, final=False, with_state=True)
-        self.on_event(Finished(str(path), step, epoch, clock.elapsed(), stopped_early=True))
+        self.on_event(Finished(str(path), step, epoch, clock.elapsed(), stopped_early=True,
+                               loss_plot=str(self.logs.finish())))
         return TrainResult(
             ok=True,
             lora_path=str(path),
@@ -413,6 +424,7 @@ class TrainingSession:
         save_lora(self.network.state_dict(), path, save_model_as=args.save_model_as,
                   save_precision=args.save_precision, metadata=metadata)
         self.written.add(path)
+        self.logs.save_table()
         state_dir = self.save_state(path) if (args.save_state if with_state is None else with_state) else None
         self.on_event(Saved(str(path), epoch, step, final, str(state_dir) if state_dir else None))
         return path
@@ -465,8 +477,10 @@ class TrainingSession:
             file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
         )
         self.network.train()
-        for path, prompt in made:
-            self.on_event(SampleMade(str(path), prompt, self.position.global_step))
+        for prompt_index, (path, prompt) in enumerate(made):
+            sample = SampleMade(str(path), prompt, self.position.global_step)
+            self.on_event(sample)
+            self.logs.record_sample(sample, prompt_index)
 
 
 def _describe(device: torch.device) -> str:

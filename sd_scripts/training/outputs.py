@@ -2,7 +2,8 @@
 
 `<name>.safetensors` is the final LoRA, `<name>-000003.safetensors` the save after epoch 3,
 `<name>-step00000120.safetensors` the save after step 120 (also what a stopped run leaves); each may have a
-resumable state folder beside it named like the file with `-state` instead of the extension.
+resumable state folder beside it named like the file with `-state` instead of the extension. `<name>-loss.csv` and
+`<name>-loss.png` are the run's loss table and plot (sd_scripts.training.logs).
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class OutputNames:
 
     def after_step(self, step: int) -> Path:
         return self.folder / f"{self.name}-step{step:08d}.{self.extension}"
+
+    def loss_table(self) -> Path:
+        return self.folder / f"{self.name}-loss.csv"
+
+    def loss_plot(self) -> Path:
+        return self.folder / f"{self.name}-loss.png"
 
     @staticmethod
     def state_dir(lora_path: Path) -> Path:

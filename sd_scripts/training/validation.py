@@ -9,6 +9,7 @@ from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.blocks import block_ranks
 from sd_scripts.networks.file_kinds import file_lycoris_algo, file_network_module, read_file_keys
 from sd_scripts.networks.kinds import LYCORIS_MODULE, network_type_of, parse_network_args
+from sd_scripts.training.logs import check_log_settings
 
 
 def validate_args(args: TrainArgs) -> None:
@@ -76,6 +77,7 @@ def validate_args(args: TrainArgs) -> None:
         _check_weights_fit_network(args)
     if args.resume and not Path(args.resume).is_dir():
         raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
+    check_log_settings(args)
 
 
 def _check_weights_fit_network(args: TrainArgs) -> None:
