@@ -77,8 +77,27 @@ def test_the_window_shows_a_whole_run_to_the_end(virtual_display, asker, demo, o
     assert window.stop_button.cget("text") == "Close"
     assert window.window.title() == "Training tiny"
     asker.root.update()
-    virtual_display.screenshot(SCREENSHOTS / "progress_window_finished.png")
+    screenshot = virtual_display.screenshot(SCREENSHOTS / "progress_window_finished.png")
+    assert_loss_plot_shown(window, Path(events.of(Finished)[0].loss_plot), screenshot)
     window.close()
+
+
+def assert_loss_plot_shown(window: ProgressWindow, plot: Path, screenshot: Path) -> None:
+    """In the finished window the live curve has given way to the trainer's loss PNG, on the screen pixel for pixel
+    as Pillow scales the file down to the width the curve had."""
+    from PIL import Image, ImageChops, ImageStat
+
+    assert plot == Path(window.output_folder) / "demo-loss.png" and plot.is_file()
+    assert window.loss_plot.winfo_ismapped() and not window.curve.canvas.winfo_ismapped()
+    with Image.open(plot) as image:
+        width = min(image.width, window.curve.canvas.winfo_width())
+        expected = image.convert("RGB").resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+    label = window.loss_plot
+    left = label.winfo_rootx() + (label.winfo_width() - expected.width) // 2
+    top = label.winfo_rooty() + (label.winfo_height() - expected.height) // 2
+    with Image.open(screenshot) as screen:
+        shown = screen.convert("RGB").crop((left, top, left + expected.width, top + expected.height))
+    assert max(ImageStat.Stat(ImageChops.difference(shown, expected)).mean) < 2
 
 
 def test_stop_in_the_middle_saves_a_lora_that_loads(virtual_display, asker, demo, one_repeat_images, tmp_path):

@@ -40,8 +40,8 @@ STOP_CONFIRM_TEXT = ("Stop the training now? What was learned so far is saved as
 class ProgressWindow:
     """Starts training `args` in a worker thread and shows it; `run_until_done()` returns the trainer's result.
 
-    After the end the window stays open with the final figures (Stop becomes Close) until `wait_until_closed()`
-    sees the user close it, or `close()` is called (the queue moves on to its next run by itself).
+    After the end the window stays open with the final figures and the run's loss plot (Stop becomes Close) until
+    `wait_until_closed()` sees the user close it, or `close()` is called (the queue moves on to its next run by itself).
     """
 
     def __init__(self, root: tk.Misc, args: TrainArgs, *, name: str,
@@ -210,6 +210,8 @@ class ProgressWindow:
                 self.epoch_bar.configure(value=self.epoch_bar.cget("maximum"))
                 self._say(f"Finished: {event.lora_path}")
             self.figures["Time left"].configure(text="-")
+            if event.loss_plot:
+                self._show_loss_plot(Path(event.loss_plot))
         elif isinstance(event, Failed):
             self._clock.stop(None)
             self.about_label.configure(text="The training stopped on a problem:")
@@ -225,6 +227,23 @@ class ProgressWindow:
         self.figures["Loss"].configure(text=f"{event.loss:.4f}")
         self.figures["Average loss (epoch)"].configure(text=f"{event.average_loss:.4f}")
         self.figures["Learning rate"].configure(text=f"{event.lr:.2e}")
+
+    def _show_loss_plot(self, path: Path) -> None:
+        """At the end the live curve gives way to the run's loss plot, the PNG the trainer wrote beside the LoRA,
+        scaled down to the curve's width (never up, so its lettering stays sharp)."""
+        from PIL import Image, ImageTk
+
+        canvas = self.curve.canvas
+        width = max(canvas.winfo_width(), canvas.winfo_reqwidth())
+        with Image.open(path) as image:
+            shown = image.convert("RGB")
+        if shown.width > width:
+            shown = shown.resize((width, round(shown.height * width / shown.width)), Image.LANCZOS)
+        self.loss_plot_image = ImageTk.PhotoImage(shown, master=self.window)  # kept referenced while shown
+        self.loss_plot = ttk.Label(canvas.master, image=self.loss_plot_image)
+        place = canvas.grid_info()
+        canvas.grid_remove()
+        self.loss_plot.grid(row=place["row"], column=place["column"], pady=place["pady"])
 
     def _show_times(self) -> None:
         elapsed, left = self._clock.now()

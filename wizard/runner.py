@@ -98,6 +98,8 @@ def run_demo(output_folder: str | None = None) -> TrainResult:
     print(f"  settings (JSON):    {json_path}  (load it with --load-json to train it again or edit it)")
     for tags in sorted(run_folder.glob("*.txt")):
         print(f"  tag list:           {tags}")
+    for loss in sorted(run_folder.glob("*-loss.*")):
+        print(f"  loss of each step:  {loss}")
     if comparison is not None:
         print(f"  before/after image: {comparison}")
     return result
