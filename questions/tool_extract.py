@@ -75,4 +75,4 @@ def run(config: ToolConfig, progress: Progress) -> str:
 
 
 FLOW = ToolFlow(name="extract", title="Extract a LoRA or LoCon", fields=FIELDS, questions=QUESTIONS, run=run,
-                cli_module="sd_scripts.tools.extract_lora")
+                cli_module="sd_scripts.tools.extract_lora", start_label="Start extracting")

@@ -50,4 +50,4 @@ def run(config: ToolConfig, progress: Progress) -> str:
 
 
 FLOW = ToolFlow(name="images", title="Resize images", fields=FIELDS, questions=QUESTIONS, run=run,
-                cli_module="sd_scripts.tools.image_resize")
+                cli_module="sd_scripts.tools.image_resize", start_label="Start resizing")

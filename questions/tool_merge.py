@@ -86,4 +86,4 @@ def run(config: ToolConfig, progress: Progress) -> str:
 
 
 FLOW = ToolFlow(name="merge", title="Merge LoRAs", fields=FIELDS, questions=QUESTIONS, run=run,
-                cli_module="sd_scripts.tools.merge_lora")
+                cli_module="sd_scripts.tools.merge_lora", start_label="Start merging")

@@ -36,4 +36,4 @@ def run(config: ToolConfig, progress: Progress) -> str:
 
 
 FLOW = ToolFlow(name="merge_lycoris", title="Merge a LyCORIS into a model", fields=FIELDS, questions=QUESTIONS,
-                run=run, cli_module="sd_scripts.tools.merge_lycoris")
+                run=run, cli_module="sd_scripts.tools.merge_lycoris", start_label="Start merging")

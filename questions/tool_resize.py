@@ -73,4 +73,4 @@ def run(config: ToolConfig, progress: Progress) -> str:
 
 
 FLOW = ToolFlow(name="resize", title="Resize a LoRA", fields=FIELDS, questions=QUESTIONS, run=run,
-                cli_module="sd_scripts.tools.resize_lora")
+                cli_module="sd_scripts.tools.resize_lora", start_label="Start resizing")

@@ -138,3 +138,34 @@ def test_each_command_line_runs_with_sd_scripts_option_names(tmp_path, capsys):
     result = subprocess.run([sys.executable, "-m", "sd_scripts.tools.resize_lora", "--model", str(loha),
                              "--save_to", str(tmp_path / "x.safetensors")], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "loha.safetensors is a LoHa, which the resizer cannot read" in result.stderr
+
+
+class LabelledAsker(ScriptedAsker):
+    """The scripted asker, keeping the start button's label of each summary."""
+
+    def __init__(self, answers: dict) -> None:
+        super().__init__(answers)
+        self.start_labels: list[str] = []
+
+    def summary(self, rows, title, *, start_label="Start training"):
+        self.start_labels.append(start_label)
+        return super().summary(rows, title, start_label=start_label)
+
+
+def test_a_tools_summary_names_its_action_and_heads_its_rows_with_the_tool(tmp_path):
+    lora = small_lora(tmp_path / "mine.safetensors", seed=1)
+    asker = LabelledAsker({"lora": str(lora), "new_rank": 2, "output_folder": str(tmp_path), "save_precision": "fp16"})
+    assert run_tool_flow(questions.TOOLS["resize"], asker, progress=lambda done, total, label: None) == EXIT_OK
+    assert asker.start_labels == ["Start resizing"]
+    (rows,) = asker.summaries
+    assert {row.topic for row in rows} == {"Resize a LoRA"}  # one heading: no nameless topic row
+    # changed = answered with something else than the default; fp16 was answered but is the default
+    assert {row.field for row in rows if row.changed} == {"lora", "new_rank", "output_folder"}
+
+
+def test_the_tool_option_gives_everything_after_the_tools_name_to_the_tool_help_included(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--tool", "resize", "--help"], questions.FLOWS, tools=tool_commands(questions.TOOLS))
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "--dynamic_method" in printed and "--load-json" not in printed  # the tool's options, not the app's

@@ -98,7 +98,9 @@ def main(
     """
     quiet_library_notices()
     parser = build_parser()
-    arguments, rest = parser.parse_known_args(list(argv))
+    argv, tool_argv = _split_at_tool(list(argv))
+    arguments, rest = parser.parse_known_args(argv)
+    rest += tool_argv
     tools = tools or {}
     if rest and arguments.tool is None:
         return _usage_error(f"Unknown option {rest[0]}; run popup_main.py --help to see the options.")
@@ -124,6 +126,14 @@ def main(
     except UserFacingError as problem:
         print(str(problem), file=sys.stderr)
         return EXIT_USAGE
+
+
+def _split_at_tool(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The app's options, and everything after `--tool NAME`: the tool's own (its --help included)."""
+    if "--tool" not in argv:
+        return argv, []
+    end = argv.index("--tool") + 2
+    return argv[:end], argv[end:]
 
 
 def run_popups(

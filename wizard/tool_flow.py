@@ -77,6 +77,7 @@ class ToolFlow:
     questions: tuple[Question, ...]
     run: Callable[[ToolConfig, Progress], str]  # does the work, returns what to tell the user
     cli_module: str  # e.g. "sd_scripts.tools.resize_lora"
+    start_label: str = "Start"  # the summary's start button, e.g. "Start resizing"
 
 
 def run_tool_flow(flow: ToolFlow, asker: Asker, *, progress: Progress | None = None) -> int:
@@ -85,7 +86,8 @@ def run_tool_flow(flow: ToolFlow, asker: Asker, *, progress: Progress | None = N
     if walk(flow.questions, config, asker) == "cancelled":
         return EXIT_FAILED
     while True:
-        action = asker.summary(summary_rows(config), f"Check the settings: {flow.title}")
+        action = asker.summary(summary_rows(config, flow.title), f"Check the settings: {flow.title}",
+                               start_label=flow.start_label)
         if action == "cancel":
             return EXIT_FAILED
         if action == "start":
@@ -104,9 +106,12 @@ def run_tool_flow(flow: ToolFlow, asker: Asker, *, progress: Progress | None = N
     return EXIT_OK
 
 
-def summary_rows(config: ToolConfig) -> list[SummaryRow]:
-    """One row per field of the tool, as the training summary shows its settings."""
-    return [SummaryRow(field.name, field.label, format_value(config.get(field.name)), config.origin(field.name))
+def summary_rows(config: ToolConfig, topic: str) -> list[SummaryRow]:
+    """One row per field of the tool under one heading (`topic`), what the user changed first and in the normal
+    colour, as the training summary shows its settings."""
+    return [SummaryRow(field.name, field.label, format_value(config.get(field.name)), config.origin(field.name),
+                       topic=topic, changed=config.origin(field.name) != "default"
+                       and config.get(field.name) != field.default)
             for field in config.fields]
 
 
