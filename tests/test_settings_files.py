@@ -306,7 +306,8 @@ def test_a_lora_s_metadata_trains_again_with_the_same_settings(demo, one_repeat_
     ss_keys = {key for key in original if key.startswith("ss_")} - PER_RUN_KEYS
     assert {key: retrained.get(key) for key in ss_keys} == {key: original[key] for key in ss_keys}
 
-    elsewhere = tmp_path / "elsewhere.safetensors"  # away from its images: the folders are asked, with a note
+    elsewhere = tmp_path / "a" / "b" / "c" / "shapes.safetensors"  # far from its images: asked, with a note
+    elsewhere.parent.mkdir(parents=True)
     shutil.copy(first / "shapes.safetensors", elsewhere)
     loaded, notes = lora_metadata.load(elsewhere, TrainConfig(cuda=False))
     assert loaded.get("img_folder") is None and loaded.origin("img_folder") == "default"

@@ -41,8 +41,9 @@ def detect(path: str | Path) -> Kind:
     except UnicodeDecodeError:
         raise UserFacingError(f"{path.name} is not a text file or a LoRA; choose a settings .json or .toml file, or "
                               "a LoRA .safetensors.") from None
-    if text.lstrip().startswith(("{", "[")):
-        return "json"  # TOML never starts with a brace; a broken JSON is reported by the JSON reader
+    if text.lstrip().startswith("{"):
+        return "json"  # TOML never starts with a brace ([sections] do start with a bracket); a broken JSON is
+        # reported by the JSON reader
     try:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError:
