@@ -16,13 +16,14 @@ import tomli_w
 import torch
 
 import questions
+from questions.start import settings_file_problem
 from sd_scripts.args import TrainArgs
 from sd_scripts.saving import load_lora_file
 from sd_scripts.training.validation import validate_args
 from test_app_cli import FakeTrainer, start_at_once
 from test_graph_fixtures import make_project
 from test_train_fixtures import one_repeat_images  # noqa: F401  (a fixture)
-from wizard.app import EXIT_OK, main
+from wizard.app import EXIT_OK, EXIT_USAGE, main
 from wizard.askers.scripted import ScriptedAsker
 from wizard.config import TrainConfig
 from wizard.formats import kohya_gui, lora_metadata, sd_toml, settings_file
@@ -313,6 +314,22 @@ def test_a_lora_s_metadata_trains_again_with_the_same_settings(demo, one_repeat_
     assert loaded.get("img_folder") is None and loaded.origin("img_folder") == "default"
     assert any("1_shapes" in note and "choose them again" in note for note in notes)
     assert loaded.get("num_epochs") == 1 and loaded.get("max_steps") is None  # counted as the user counted
+
+
+@pytest.mark.parametrize("argv, sentence", [
+    (["--from-lora", "missing.safetensors"], "The LoRA file missing.safetensors does not exist"),
+    (["--from-lora", __file__, "--queue", "."], "Use --from-lora alone"),
+])
+def test_from_lora_mistakes_are_one_sentence(argv, sentence, capsys):
+    assert main(argv, questions.FLOWS, train=FakeTrainer()) == EXIT_USAGE
+    assert capsys.readouterr().err.startswith(sentence)
+
+
+def test_the_lora_question_refuses_a_file_that_is_not_one_in_one_sentence(tmp_path):
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("not a LoRA", encoding="utf-8")
+    check = settings_file_problem("LoRA", ("safetensors",))
+    assert "neither a settings JSON" in check(str(notes), TrainConfig(cuda=False))
 
 
 def test_optimizer_arguments_of_ss_optimizer_split_outside_brackets():
