@@ -17,6 +17,7 @@ import pytest
 
 import wizard.app
 import wizard.formats.seed_json
+import wizard.formats.settings_file
 import wizard.graph
 import wizard.runner
 from sd_scripts.args import TrainArgs
@@ -36,7 +37,8 @@ WIZARD_ONLY = {
     "sort_tag_occurrence_alphabetically": wizard.runner,
     "tag_occurrence_weighted_by_repeats": wizard.runner,
     "save_json_folder": wizard.app,
-    "save_json_name": wizard.app,
+    "save_json_name": wizard.formats.settings_file,
+    "settings_format": wizard.formats.settings_file,
     "save_json_only": wizard.app,
     "load_json_path": wizard.app,
     "multi_run_folder": wizard.app,
