@@ -6,6 +6,7 @@ from wizard.config import TrainConfig
 from wizard.question import Question
 
 from questions.build import field_help, gate, is_set
+from questions.optimizer import uses_lr_schedule
 
 # In the order the popups showed them, the default first.
 SCHEDULERS = ("cosine_with_restarts", "cosine", "polynomial", "constant", "constant_with_warmup", "linear")
@@ -25,6 +26,7 @@ def _store_length_unit(answer: str, config: TrainConfig) -> None:
 QUESTIONS: list[Question] = [
     Question(
         id="scheduler", kind="choice", field="scheduler", choices=SCHEDULERS,
+        when=uses_lr_schedule,  # schedule-free optimizers and Adafactor's relative step keep their own
         text="Which learning-rate scheduler?",
         help=field_help("scheduler"),
     ),

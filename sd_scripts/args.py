@@ -28,9 +28,7 @@ LR_SCHEDULERS = (
     "constant",
     "constant_with_warmup",
 )
-# The optimizers the trainer builds (sd_scripts.training.optimizers), spelled as sd-scripts spells them.
-OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Lion8bit", "SGDNesterov", "SGDNesterov8bit", "DAdaptation", "DAdaptAdam",
-              "DAdaptLion", "DAdaptSGD", "Prodigy", "AdaFactor")
+# The optimizers' names, with what each takes, are declared in sd_scripts.optimizer_kinds.
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 SAVE_PRECISIONS = ("float", "fp16", "bf16")
 SAVE_FORMATS = ("safetensors", "ckpt", "pt")

@@ -127,8 +127,9 @@ def run_benchmark(
 
     from sd_scripts.models import encode_tokens, tokenize
     from sd_scripts.networks.factory import create_network
+    from sd_scripts.optimizer_kinds import resolve_optimizer
     from sd_scripts.training.noise import make_noise_scheduler
-    from sd_scripts.training.optimizers import build_optimizer, resolve_optimizer_name
+    from sd_scripts.training.optimizers import build_optimizer
     from sd_scripts.training.precision import (
         WEIGHT_DTYPES,
         configure_attention,
@@ -156,7 +157,7 @@ def run_benchmark(
     if gradient_checkpointing:
         enable_gradient_checkpointing(base.unet, base.text_encoder, text_encoder_trained=True)
     groups = network_object.prepare_optimizer_params(1e-4, 1e-4, 1e-4)
-    built = build_optimizer(resolve_optimizer_name(optimizer), groups, 1e-4, {})
+    built = build_optimizer(resolve_optimizer(optimizer), groups, 1e-4, {})
     _, optimizer_object = accelerator.prepare(network_object, built.optimizer)
     parameters = [p for group in groups for p in group["params"]]
 

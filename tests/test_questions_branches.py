@@ -49,7 +49,7 @@ def train_scenarios(project: Project) -> dict[str, dict]:
         "lokr_with_dropout": {
             **paths, "network_type": "LoKr", "conv_dim": 8, "use_conv_cp": False, "lokr_factor": 4,
             "lokr_full_matrix": True, "dora_wd": True, "lycoris_preset": "attn-mlp", "use_network_dropout": True,
-            "rank_dropout": 0.05, "module_dropout": 0.0,
+            "rank_dropout": 0.05, "module_dropout": 0.0, "optimizer": "AdamWScheduleFree",  # no scheduler asked
         },
         "dylora": {
             **paths, "network_type": "DyLoRA", "dylora_conv": True, "unit": 8, "net_dim": 32,

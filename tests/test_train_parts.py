@@ -13,11 +13,6 @@ from sd_scripts.errors import UserFacingError
 from sd_scripts.training.length import plan_run_length
 from sd_scripts.training.loss import diffusion_loss, min_snr_weights, signal_to_noise_ratio, training_target
 from sd_scripts.training.noise import make_noise, make_noise_scheduler, sample_timesteps
-from sd_scripts.training.optimizers import (
-    build_optimizer,
-    parse_optimizer_args,
-    resolve_optimizer_name,
-)
 from sd_scripts.training.precision import resolve_mixed_precision
 from sd_scripts.training.sampling import parse_prompt_line, read_prompt_file, sample_scheduler
 from sd_scripts.training.length import resolve_warmup_steps
@@ -149,53 +144,6 @@ def test_constant_schedule_with_warmup_says_the_warmup_is_unused():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     _, notes = build_lr_scheduler(optimizer, "constant", warmup_steps=5, total_steps=20)
     assert len(notes) == 1 and "constant_with_warmup" in notes[0]
-
-
-# --- optimizers --------------------------------------------------------------------------------------------------
-def test_optimizer_args_are_parsed_as_literals():
-    assert parse_optimizer_args(["weight_decay=0.1", "betas=0.9,0.99"]) == {"weight_decay": 0.1, "betas": (0.9, 0.99)}
-    assert parse_optimizer_args(["weight_decay=0.1 betas=0.9, 0.99 decouple=True"]) == {
-        "weight_decay": 0.1, "betas": (0.9, 0.99), "decouple": True}
-    with pytest.raises(UserFacingError):
-        parse_optimizer_args(["weight_decay"])
-    with pytest.raises(UserFacingError):
-        parse_optimizer_args(["mode=__import__('os')"])
-
-
-def test_optimizer_names_and_deprecated_flags():
-    assert resolve_optimizer_name("") == "AdamW"
-    assert resolve_optimizer_name("adamw8bit") == "AdamW8bit"
-    assert resolve_optimizer_name("", use_8bit_adam=True) == "AdamW8bit"
-    assert resolve_optimizer_name("", use_lion_optimizer=True) == "Lion"
-    with pytest.raises(UserFacingError, match="not supported"):
-        resolve_optimizer_name("MyFancyOptimizer")
-
-
-@pytest.mark.parametrize("name", ["AdamW", "AdamW8bit", "Lion", "Lion8bit", "SGDNesterov", "SGDNesterov8bit", "AdaFactor"])
-def test_each_available_optimizer_takes_a_step(name):
-    torch.manual_seed(0)
-    parameter = torch.nn.Parameter(torch.randn(8, 8))
-    before = parameter.detach().clone()
-    groups = [{"params": [parameter], "lr": 1e-2}]
-    built = build_optimizer(name, groups, 1e-2, {})
-    parameter.sum().backward()
-    built.optimizer.step()
-    assert not torch.equal(before, parameter.detach())
-    assert built.description.count(".") >= 1
-    assert built.relative_step == (name == "AdaFactor")
-
-
-def test_missing_optional_optimizer_package_is_explained():
-    parameter = torch.nn.Parameter(torch.zeros(2))
-    for name in ("DAdaptation", "Prodigy"):
-        with pytest.raises(UserFacingError, match="not installed"):
-            build_optimizer(name, [{"params": [parameter], "lr": 1.0}], 1.0, {})
-
-
-def test_wrong_optimizer_option_is_one_sentence():
-    parameter = torch.nn.Parameter(torch.zeros(2))
-    with pytest.raises(UserFacingError, match="optimizer_args"):
-        build_optimizer("AdamW", [{"params": [parameter]}], 1e-3, {"nonsense": 1})
 
 
 # --- precision ---------------------------------------------------------------------------------------------------

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Callable, Literal
 
-from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, OPTIMIZERS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
+from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.kinds import BLOCK_WEIGHT_PRESETS, LYCORIS_PRESETS
 from sd_scripts.networks.kinds import NETWORK_TYPES as NETWORK_TYPE_TABLE
+from sd_scripts.optimizer_kinds import OPTIMIZERS, optimizer_help
 
 # Written into every saved JSON; `wizard.formats.seed_json` migrates older versions up to this one.
 CONFIG_VERSION = 1
@@ -272,17 +273,20 @@ FIELDS: tuple[Field, ...] = (
        nullable=False),
     # --- optimizer and learning rates ----------------------------------------------------------------------------
     _f("optimizer_type", str, "AdamW8bit", "optimizer", "Optimizer",
-       "The optimizer: AdamW8bit (default with an NVIDIA GPU: AdamW with 8-bit state, less VRAM), AdamW (default "
-       "without CUDA), Lion (use about a third of AdamW's learning rate), SGDNesterov, DAdaptation and Prodigy "
-       "(find their own step size; use learning rate 1.0), AdaFactor.", choices=OPTIMIZERS, nullable=False,
-       default_without_cuda="AdamW"),
+       f"The optimizer that turns each step's gradients into weight changes. {optimizer_help()}. Settings files "
+       "may also name sd-scripts' variants (DAdaptAdaGrad, DAdaptAdan, PagedAdamW, SGDScheduleFree, ...).",
+       choices=OPTIMIZERS, nullable=False, default_without_cuda="AdamW"),
     _f("optimizer_args", dict, {"weight_decay": "0.1", "betas": "0.9,0.99"}, "optimizer", "Optimizer arguments",
        "Extra optimizer settings as name = value texts, passed to the optimizer as sd-scripts' --optimizer_args. "
-       "Default weight_decay=0.1 and betas=0.9,0.99 (betas are dropped for optimizers without them).",
+       "Default weight_decay=0.1 and betas=0.9,0.99 (betas are dropped for optimizers without them). Choosing "
+       "DAdaptation, DAdaptAdam or Prodigy adds decouple=True (weight decay as in AdamW); Prodigy also takes "
+       "use_bias_correction=True and safeguard_warmup=True, which its authors advise for diffusion models (d then "
+       "grows more slowly at first).",
        nullable=False),
     _f("learning_rate", float, 1e-4, "optimizer", "Learning rate",
        "How big each training step is: 1e-4 is the usual LoRA value; higher learns faster but burns in (fried "
-       "colours); use 1.0 with DAdaptation. Default 1e-4.", nullable=False, minimum=0),
+       "colours). The DAdapt optimizers and Prodigy find their own step size and take 1.0 (set when you choose "
+       "them). Default 1e-4.", nullable=False, minimum=0),
     _f("unet_lr", float, None, "optimizer", "U-Net learning rate",
        "Optional separate learning rate for the U-Net part. Empty: the learning rate.", minimum=0),
     _f("text_encoder_lr", float, None, "optimizer", "Text encoder learning rate",

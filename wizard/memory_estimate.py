@@ -46,6 +46,7 @@ SAVE_BYTES = {"fp16": 2, "bf16": 2, "float": 4}
 OPTIMIZER_STATE_BYTES = {
     "AdamW": 8, "AdamW8bit": 2, "Lion": 4, "Lion8bit": 1, "SGDNesterov": 4, "SGDNesterov8bit": 1,
     "DAdaptation": 12, "DAdaptAdam": 12, "DAdaptLion": 8, "DAdaptSGD": 8, "Prodigy": 16, "AdaFactor": 4,
+    "PagedAdamW8bit": 2, "AdamWScheduleFree": 8, "RAdamScheduleFree": 8,  # schedule-free: z and the second moment
 }
 SAFETENSORS_BYTES_PER_MODULE = 3 * 150  # header entries of lora_down, lora_up and alpha
 NETWORK_PARAMETERS_RELATIVE_TO_LORA = {"LoHa": 2.0, "LoKr": 0.5}  # see LoraShape._relative_to_lora

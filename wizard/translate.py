@@ -15,11 +15,10 @@ from typing import Any
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.errors import UserFacingError
+from sd_scripts.optimizer_kinds import OPTIMIZERS_WITHOUT_BETAS  # the default betas are left out for them
 from wizard.config import ConfigError, TrainConfig
 from wizard.network_options import network_settings, read_network
 
-# Optimizers that take no `betas` argument: the wizard's default betas are left out for them (as the seed did).
-OPTIMIZERS_WITHOUT_BETAS = ("AdaFactor", "SGDNesterov", "SGDNesterov8bit", "DAdaptSGD")
 
 # TrainArgs.max_train_steps when the run is counted in epochs: the trainer lets max_train_epochs win.
 STEPS_UNUSED_WITH_EPOCHS = TrainArgs.max_train_steps

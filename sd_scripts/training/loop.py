@@ -41,13 +41,14 @@ from sd_scripts.events import EpochEnd, EventHandler, Finished, SampleMade, Save
 from sd_scripts.models import encode_tokens, load_base_model, tokenize
 from sd_scripts.networks.base import Network
 from sd_scripts.networks.factory import create_network, network_from_file, spec_from_args
+from sd_scripts.optimizer_kinds import parse_optimizer_args, resolve_optimizer
 from sd_scripts.saving import TrainingRun, model_file_metadata, save_lora, training_metadata
 from sd_scripts.saving.lora_file import load_lora_file
 from sd_scripts.training.failures import nan_loss_error
 from sd_scripts.training.length import plan_run_length, resolve_warmup_steps
 from sd_scripts.training.logs import open_run_logs
 from sd_scripts.training.noise import make_noise_scheduler
-from sd_scripts.training.optimizers import build_optimizer, parse_optimizer_args, resolve_optimizer_name
+from sd_scripts.training.optimizers import build_optimizer
 from sd_scripts.training.outputs import OutputNames, check_outputs_free
 from sd_scripts.training.precision import (
     WEIGHT_DTYPES,
@@ -60,7 +61,7 @@ from sd_scripts.training.precision import (
 from sd_scripts.training.progress import LossAverage, StepClock
 from sd_scripts.training.result import TrainResult
 from sd_scripts.training.sampling import SampleSettings, generate_samples, read_prompt_file
-from sd_scripts.training.schedulers import build_adafactor_schedule, build_lr_scheduler
+from sd_scripts.training.schedulers import build_schedule
 from sd_scripts.training.state import (
     RunPosition,
     load_training_state,
@@ -232,23 +233,21 @@ class TrainingSession:
             raise UserFacingError("Nothing would be trained: every part has a learning rate of 0; set a learning rate above 0.")
         self.train_text_encoder = any(parameter.requires_grad for lora in self.network.text_encoder_loras
                                       for parameter in lora.parameters())
-        name = resolve_optimizer_name(args.optimizer_type, args.use_8bit_adam, args.use_lion_optimizer)
-        built = build_optimizer(name, param_groups, args.learning_rate, parse_optimizer_args(args.optimizer_args))
+        kind = resolve_optimizer(args.optimizer_type, args.use_8bit_adam, args.use_lion_optimizer)
+        built = build_optimizer(kind, param_groups, args.learning_rate, parse_optimizer_args(args.optimizer_args))
         self.note(*built.notes)
         self.optimizer_description = built.description
         self.warmup_steps = resolve_warmup_steps(args.lr_warmup_steps, self.length.total_steps)
-        if built.relative_step:
-            scheduler = build_adafactor_schedule(built.optimizer, args.learning_rate)
-        else:
-            scheduler, notes = build_lr_scheduler(
-                built.optimizer,
-                args.lr_scheduler,
-                warmup_steps=self.warmup_steps,
-                total_steps=self.length.total_steps,
-                num_cycles=args.lr_scheduler_num_cycles,
-                power=args.lr_scheduler_power,
-            )
-            self.note(*notes)
+        scheduler, notes = build_schedule(
+            built,
+            args.lr_scheduler,
+            learning_rate=args.learning_rate,
+            warmup_steps=self.warmup_steps,
+            total_steps=self.length.total_steps,
+            num_cycles=args.lr_scheduler_num_cycles,
+            power=args.lr_scheduler_power,
+        )
+        self.note(*notes)
         self.prepared_network, self.optimizer = self.accelerator.prepare(self.network, built.optimizer)
         self.lr_scheduler = scheduler
         self.trainable_parameters = [p for group in param_groups for p in group["params"]]
@@ -329,6 +328,7 @@ class TrainingSession:
         ))
         clock = StepClock(total_steps=length.total_steps, first_step=position.global_step)
         self.network.train()  # DyLoRA's random rank and the dropouts act in training mode only
+        self.optimizer.train()  # schedule-free optimizers step in train mode (a no-op for the others)
         if args.sample_at_first and position.global_step == 0:
             self.make_samples("000000")
         accumulation = args.gradient_accumulation_steps
@@ -419,6 +419,7 @@ class TrainingSession:
     def save(self, path: Path, epoch: int, *, final: bool, with_state: bool | None = None) -> Path:
         """Write the LoRA with its metadata (and a resumable state when asked or when save_state is on)."""
         args, step = self.args, self.position.global_step
+        self.optimizer.eval()  # schedule-free: the file (and state) get the averaged weights, as sd-scripts saves
         metadata = training_metadata(args, self.plan.metadata(), self.training_run, steps=step, epoch=epoch,
                                      saved_at=time.time())
         save_lora(self.network.state_dict(), path, save_model_as=args.save_model_as,
@@ -426,6 +427,7 @@ class TrainingSession:
         self.written.add(path)
         self.logs.save_table()
         state_dir = self.save_state(path) if (args.save_state if with_state is None else with_state) else None
+        self.optimizer.train()
         self.on_event(Saved(str(path), epoch, step, final, str(state_dir) if state_dir else None))
         return path
 
@@ -458,6 +460,7 @@ class TrainingSession:
             return
         args = self.args
         self.network.eval()  # samples show the whole network: full rank, no dropout
+        self.optimizer.eval()  # and, with a schedule-free optimizer, its averaged weights
         made = generate_samples(
             self.sample_prompts,
             unet=self.model.unet,
@@ -477,6 +480,7 @@ class TrainingSession:
             file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
         )
         self.network.train()
+        self.optimizer.train()
         for prompt_index, (path, prompt) in enumerate(made):
             sample = SampleMade(str(path), prompt, self.position.global_step)
             self.on_event(sample)

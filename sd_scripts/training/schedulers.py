@@ -1,4 +1,5 @@
-"""Learning-rate schedules: diffusers' six named schedules, with warmup given as steps or as a ratio."""
+"""Learning-rate schedules as sd-scripts makes them: diffusers' named schedules with warmup given in steps (the
+trainer resolves a ratio first), Adafactor's own schedule, and a constant one for schedule-free optimizers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,31 @@ import torch
 from diffusers.optimization import get_scheduler
 from torch.optim.lr_scheduler import LambdaLR
 
+from sd_scripts.training.optimizers import BuiltOptimizer
+
+
+def build_schedule(
+    built: BuiltOptimizer,
+    name: str,
+    *,
+    learning_rate: float,
+    warmup_steps: int,
+    total_steps: int,
+    num_cycles: int = 1,
+    power: float = 1.0,
+) -> tuple[LambdaLR, list[str]]:
+    """The schedule for `built`: `name`, unless the optimizer sets its own rate (sd-scripts' rule); and notes."""
+    if built.follows_schedule:
+        return build_lr_scheduler(built.optimizer, name, warmup_steps=warmup_steps, total_steps=total_steps,
+                                  num_cycles=num_cycles, power=power)
+    if built.kind.name == "AdaFactor":
+        return build_adafactor_schedule(built.optimizer, learning_rate), []
+    notes = []
+    if name != "constant" or warmup_steps:
+        notes.append(f"{built.kind.name} keeps the learning rate constant (it averages its weights instead of "
+                     f"following a schedule), so the {name} schedule and its warmup are not used; to warm up, set "
+                     "warmup_steps in optimizer_args.")
+    return get_scheduler("constant", built.optimizer), notes
 
 
 def build_lr_scheduler(

@@ -6,10 +6,20 @@ from pathlib import Path
 
 from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAVE_FORMATS, SAVE_PRECISIONS, TrainArgs
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.blocks import block_ranks
+from sd_scripts.networks.blocks import block_lr_weights, block_ranks
 from sd_scripts.networks.file_kinds import file_lycoris_algo, file_network_module, read_file_keys
 from sd_scripts.networks.kinds import LYCORIS_MODULE, network_type_of, parse_network_args
+from sd_scripts.optimizer_kinds import (
+    check_optimizer_options,
+    complete_options,
+    follows_lr_schedule,
+    optimizer_class,
+    parse_optimizer_args,
+    resolve_optimizer,
+)
 from sd_scripts.training.logs import check_log_settings
+
+ADAFACTOR_SCHEDULER = "adafactor"  # sd-scripts' scheduler that reports Adafactor's relative step
 
 
 def validate_args(args: TrainArgs) -> None:
@@ -20,7 +30,8 @@ def validate_args(args: TrainArgs) -> None:
         raise UserFacingError("No image folder is set; choose the folder that holds your N_name image folders.")
     if not args.output_dir:
         raise UserFacingError("No output folder is set; choose where the LoRA should be saved.")
-    _check_choice("lr_scheduler", args.lr_scheduler, LR_SCHEDULERS)
+    if args.lr_scheduler != ADAFACTOR_SCHEDULER:  # sd-scripts' extra name, checked with the optimizer
+        _check_choice("lr_scheduler", args.lr_scheduler, LR_SCHEDULERS)
     _check_choice("mixed_precision", args.mixed_precision, MIXED_PRECISIONS)
     _check_choice("save_model_as", args.save_model_as, SAVE_FORMATS)
     if args.save_precision is not None:
@@ -43,6 +54,7 @@ def validate_args(args: TrainArgs) -> None:
             raise UserFacingError(f"{name} is {value}; it must be 0 (do not train that part) or more.")
     if args.network_train_unet_only and args.network_train_text_encoder_only:
         raise UserFacingError("Training only the U-Net and only the text encoder at once is impossible; choose one.")
+    _check_optimizer(args, options)
     if args.cache_latents or args.cache_latents_to_disk:
         if args.color_aug:
             raise UserFacingError("Color augmentation cannot be used with cached latents; turn one of them off.")
@@ -78,6 +90,36 @@ def validate_args(args: TrainArgs) -> None:
     if args.resume and not Path(args.resume).is_dir():
         raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
     check_log_settings(args)
+
+
+def _check_optimizer(args: TrainArgs, network_options: dict) -> None:
+    """The optimizer's package, class and options, and the learning rates it takes, without building it."""
+    kind = resolve_optimizer(args.optimizer_type, args.use_8bit_adam, args.use_lion_optimizer)
+    options = complete_options(kind, parse_optimizer_args(args.optimizer_args))
+    check_optimizer_options(kind, optimizer_class(kind), options)
+    if args.lr_scheduler == ADAFACTOR_SCHEDULER and follows_lr_schedule(kind, options):
+        raise UserFacingError("The adafactor scheduler only reports AdaFactor's own learning rate (relative_step); "
+                              "choose another scheduler, or AdaFactor as the optimizer.")
+    if kind.one_learning_rate:
+        rates = _trained_learning_rates(args, network_options)
+        if len(rates) > 1:
+            raise UserFacingError(
+                f"{kind.name} takes one learning rate for every part it trains, but these settings give "
+                f"{', '.join(f'{rate:g}' for rate in sorted(rates))} (unet_lr, text_encoder_lr or block weights); "
+                "give them all the same learning rate, usually 1.0."
+            )
+
+
+def _trained_learning_rates(args: TrainArgs, network_options: dict) -> set[float]:
+    """The non-zero learning rates of the optimizer's groups, as the network's prepare_optimizer_params makes them."""
+    rates = set()
+    if not args.network_train_unet_only:
+        rates.add(args.learning_rate if args.text_encoder_lr is None else args.text_encoder_lr)
+    if not args.network_train_text_encoder_only:
+        unet_lr = args.learning_rate if args.unet_lr is None else args.unet_lr
+        rates.update(unet_lr * weight for weight in block_lr_weights(network_options) or (1.0,))
+    rates.discard(0.0)
+    return rates
 
 
 def _check_weights_fit_network(args: TrainArgs) -> None:
