@@ -1,5 +1,6 @@
-"""Every optimizer the trainer knows trains the demo model through its real package, with what the wizard gives it;
-D-Adaptation and Prodigy find a step size; a missing package or a wrong option is refused before the model loads."""
+"""Every optimizer the wizard offers trains the demo model through its real package, with what the wizard gives it,
+and sd-scripts' other names step through theirs; D-Adaptation and Prodigy find a step size; schedule-free saves its
+averaged weights; a missing package or a wrong option is refused before the model loads."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ from test_train_fixtures import EventLog, demo_args, one_repeat_images  # noqa: 
 from wizard.config import TrainConfig
 from wizard.translate import train_args_values
 
-CUSTOM_OPTIMIZERS = ("torch.optim.RAdam", "Adamax")  # sd-scripts: module.Class, or a plain name from torch.optim
+# sd-scripts' variants the wizard does not offer (same packages and code paths as offered ones), and a plain name
+# from torch.optim: one step each on a tensor. A module.Class name trains the demo like the offered ones.
+VARIANTS = tuple(name for name in OPTIMIZERS if name not in OFFERED_OPTIMIZERS) + ("Adamax",)
 # RAdam's rectification term rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t) (rho_inf = 2 / (1 - beta2) - 1) first
 # exceeds 4 at t = 5 with beta2 = 0.999: before that schedulefree's RAdam (silent_sgd_phase) does not move the weights.
 STEPS = {"RAdamScheduleFree": 6}
@@ -52,13 +55,10 @@ def wizard_settings(name: str) -> dict:
 
 
 def settings_for(optimizer_type: str) -> dict:
-    """The wizard's settings for what it offers; for the rest, what a sd-scripts config file would say."""
+    """The wizard's settings for what it offers; for a module.Class, what a sd-scripts config file would say."""
     if optimizer_type in OFFERED_OPTIMIZERS:
         return wizard_settings(optimizer_type)
-    kind = OPTIMIZER_KINDS.get(optimizer_type)
-    if kind is None:
-        return {"optimizer_type": optimizer_type, "optimizer_args": ["weight_decay=0.01"]}
-    return {"optimizer_type": optimizer_type, "learning_rate": 1.0 if kind.learning_rate_free else 1e-3}
+    return {"optimizer_type": optimizer_type, "optimizer_args": ["weight_decay=0.01"]}
 
 
 def package_class(target: str) -> type:
@@ -90,7 +90,7 @@ def no_model_loading(monkeypatch) -> None:
 
 
 # --- every optimizer trains ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("optimizer_type", OPTIMIZERS + CUSTOM_OPTIMIZERS)
+@pytest.mark.parametrize("optimizer_type", OFFERED_OPTIMIZERS + ("torch.optim.RAdam",))
 def test_every_optimizer_trains_the_demo_through_its_package(optimizer_type, demo, one_repeat_images, tmp_path,
                                                              sessions):
     settings = settings_for(optimizer_type)
@@ -114,6 +114,24 @@ def test_every_optimizer_trains_the_demo_through_its_package(optimizer_type, dem
     if eight_bit:
         assert any(value.dtype == torch.uint8 for state in optimizer.state.values() for value in state.values()
                    if torch.is_tensor(value))
+
+
+@pytest.mark.parametrize("optimizer_type", VARIANTS)
+def test_every_variant_takes_a_step_through_its_package(optimizer_type):
+    kind = resolve_optimizer(optimizer_type)
+    torch.manual_seed(0)
+    parameter = torch.nn.Parameter(torch.randn(64, 64))
+    before = parameter.detach().clone()
+    rate = 1.0 if kind.learning_rate_free else 1e-3
+    built = build_optimizer(kind, [{"params": [parameter], "lr": rate}], rate, {})
+    assert type(built.optimizer) is package_class(kind.target)
+    if kind.schedule_free:
+        built.optimizer.train()
+    for _ in range(STEPS.get(optimizer_type, 2)):
+        built.optimizer.zero_grad()
+        (parameter - 1).pow(2).sum().backward()
+        built.optimizer.step()
+    assert not torch.equal(before, parameter.detach())
 
 
 def test_schedule_free_saves_its_averaged_weights(demo, one_repeat_images, tmp_path, sessions):
