@@ -75,7 +75,7 @@ def test_the_window_shows_a_whole_run_to_the_end(virtual_display, asker, demo, o
     assert window.run_label.cget("text") == "run 2 of 3"
     assert window.status.cget("text") == f"Finished: {result.lora_path}"
     assert window.stop_button.cget("text") == "Close"
-    assert window.window.title() == "Training tiny"
+    assert window.window.title() == "Finished · Training tiny"  # the taskbar shows the outcome first
     asker.root.update()
     screenshot = virtual_display.screenshot(SCREENSHOTS / "progress_window_finished.png")
     assert_loss_plot_shown(window, Path(events.of(Finished)[0].loss_plot), screenshot)
