@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -47,25 +47,17 @@ def merge_loras(
     progress: Progress = no_progress,
 ) -> Path:
     """Sum the LoRAs' weight differences at `ratios` and write the rank-`new_rank` SVD of each module."""
-    save_to = new_output(save_to)
-    _check_ratios(models, ratios)
-    tensors: dict[str, torch.Tensor] = {}
-    with ExitStack() as stack:
-        readers = [stack.enter_context(LoraReader(model, what="the merger")) for model in models]
-        names = _module_union(readers)
-        for index, name in enumerate(names):
-            parts = [(reader.module(name), ratio) for reader, ratio in zip(readers, ratios) if reader.has(name)]
-            shape = _same_shape(name, [module for module, _ in parts], models)
-            delta = sum(ratio * module.scale * lora_delta(module.down, module.up) for module, ratio in parts)
-            is_conv = len(shape) == 4 and shape[2:] != (1, 1)
-            rank = (new_conv_rank or new_rank) if is_conv else new_rank
-            factors = factorize(delta.to(device), rank, weight_shape=shape, alpha=min(rank, *delta.shape),
-                                clamp_quantile=clamp_quantile)
-            tensors.update(_module_tensors(name, factors.down, factors.up, factors.alpha))
-            progress(index + 1, len(names), name)
-        metadata = _merged_metadata(readers, models, ratios, tensors, new_rank, new_conv_rank, "SVD")
-    save_lora(tensors, save_to, save_precision=save_precision or "float", metadata=metadata)
-    return save_to
+
+    def combine(parts: list, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        delta = sum(ratio * module.scale * lora_delta(module.down, module.up) for module, ratio in parts)
+        is_conv = len(shape) == 4 and shape[2:] != (1, 1)
+        rank = (new_conv_rank or new_rank) if is_conv else new_rank
+        factors = factorize(delta.to(device), rank, weight_shape=shape, alpha=min(rank, *delta.shape),
+                            clamp_quantile=clamp_quantile)
+        return factors.down, factors.up, factors.alpha
+
+    return _merge_by_module(models, ratios, save_to, combine, lambda tensors: (new_rank, new_conv_rank), "SVD",
+                            save_precision, progress)
 
 
 def concat_loras(
@@ -78,6 +70,34 @@ def concat_loras(
     progress: Progress = no_progress,
 ) -> Path:
     """Stack the LoRAs' factors along the rank: the exact sum of ratio_i * delta_i, rank = the sum of the ranks."""
+
+    def combine(parts: list, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, float]:
+        down = torch.cat([module.down for module, _ in parts], dim=0)
+        up = torch.cat([module.up * (ratio * module.scale) for module, ratio in parts], dim=1)
+        if shuffle:
+            order = torch.randperm(down.shape[0])
+            down, up = down[order], up[:, order]
+        return down, up, float(down.shape[0])
+
+    def dims(tensors: dict[str, torch.Tensor]) -> tuple[int | None, None]:
+        ranks = {tensor.shape[0] for key, tensor in tensors.items() if key.endswith(".lora_down.weight")}
+        return (ranks.pop() if len(ranks) == 1 else None), None
+
+    return _merge_by_module(models, ratios, save_to, combine, dims, "concatenation", save_precision, progress)
+
+
+def _merge_by_module(
+    models: Sequence[str | Path],
+    ratios: Sequence[float],
+    save_to: str | Path,
+    combine: Callable[[list, tuple[int, ...]], tuple[torch.Tensor, torch.Tensor, float]],
+    dims: Callable[[dict[str, torch.Tensor]], tuple[int | None, int | None]],
+    method: str,
+    save_precision: str | None,
+    progress: Progress,
+) -> Path:
+    """Read the LoRAs one module at a time, `combine` each module's (LoRA module, ratio) parts into new factors
+    (down, up, alpha), and write the result with the merge's metadata (`dims`: the file's rank and conv rank)."""
     save_to = new_output(save_to)
     _check_ratios(models, ratios)
     tensors: dict[str, torch.Tensor] = {}
@@ -86,17 +106,11 @@ def concat_loras(
         names = _module_union(readers)
         for index, name in enumerate(names):
             parts = [(reader.module(name), ratio) for reader, ratio in zip(readers, ratios) if reader.has(name)]
-            _same_shape(name, [module for module, _ in parts], models)
-            down = torch.cat([module.down for module, _ in parts], dim=0)
-            up = torch.cat([module.up * (ratio * module.scale) for module, ratio in parts], dim=1)
-            if shuffle:
-                order = torch.randperm(down.shape[0])
-                down, up = down[order], up[:, order]
-            tensors.update(_module_tensors(name, down, up, float(down.shape[0])))
+            shape = _same_shape(name, [module for module, _ in parts], models)
+            tensors.update(_module_tensors(name, *combine(parts, shape)))
             progress(index + 1, len(names), name)
-        ranks = {tensor.shape[0] for key, tensor in tensors.items() if key.endswith(".lora_down.weight")}
-        dim = ranks.pop() if len(ranks) == 1 else None
-        metadata = _merged_metadata(readers, models, ratios, tensors, dim, None, "concatenation")
+        rank, conv_rank = dims(tensors)
+        metadata = _merged_metadata(readers, models, ratios, tensors, rank, conv_rank, method)
     save_lora(tensors, save_to, save_precision=save_precision or "float", metadata=metadata)
     return save_to
 
