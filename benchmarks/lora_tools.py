@@ -1,6 +1,6 @@
 """How long the LoRA tools take and how much memory they hold, on SD1.5-size files, on the CPU.
 
-Two measurements, each in a fresh Python process so its peak resident memory (`ru_maxrss`) is its own: resizing a
+Two measurements, each in a fresh Python process so its peak resident memory (VmHWM) is its own: resizing a
 dim-128 SD1.5-layout LoRA (U-Net and text encoder, alpha 64) to dim 32, and merging that LoRA into an SD1.5-size
 float32 single-file checkpoint (the merged one saved as fp16, as UIs load it). The files are built first in a
 temporary folder from the shipped SD1.5 configs with random weights (nothing is downloaded) and removed at the end.
@@ -73,7 +73,14 @@ def measure(step: str, folder: Path, small: bool) -> dict[str, float]:
 
 
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss keeps the peak of the
+    parent that forked it (here: the parent that built the 4 GB files), so it is only the fallback elsewhere."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def run_in_fresh_process(step: str, folder: Path, small: bool, threads: int) -> dict[str, float]:
