@@ -134,3 +134,14 @@ def test_reading_kohya_args_fills_sd_scripts_meanings():
     assert (config.get("network_type"), config.get("conv_dim"), config.get("conv_alpha")) == ("LoCon", 4, 1.0)
     with pytest.raises(ConfigError, match="network module"):
         from_train_args(TrainArgs(network_module="networks.oft"), cuda=True)
+
+
+def test_sample_intervals_of_zero_mean_no_samples_as_the_kohya_gui_writes_them():
+    args = TrainArgs(pretrained_model_name_or_path="m.safetensors", train_data_dir="i", output_dir="o",
+                     sample_every_n_steps=0, sample_every_n_epochs=0)
+    validate_args(args)
+    config = from_train_args(args, cuda=False)
+    assert config.get("sample_every_n_steps") is None and config.get("sample_every_n_epochs") is None
+    args.sample_every_n_steps = -1
+    with pytest.raises(UserFacingError, match="sample_every_n_steps is -1; it must be at least 0"):
+        validate_args(args)

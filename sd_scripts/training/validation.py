@@ -69,8 +69,9 @@ def validate_args(args: TrainArgs) -> None:
     _check_at_least("save_every_n_epochs", args.save_every_n_epochs, 1)
     _check_at_least("save_every_n_steps", args.save_every_n_steps, 1)
     _check_at_least("save_last_n_epochs", args.save_last_n_epochs, 1)
-    _check_at_least("sample_every_n_epochs", args.sample_every_n_epochs, 1)
-    _check_at_least("sample_every_n_steps", args.sample_every_n_steps, 1)
+    # 0 means no samples, as the Kohya_ss GUI writes it (the loop samples only on a positive interval).
+    _check_at_least("sample_every_n_epochs", args.sample_every_n_epochs, 0)
+    _check_at_least("sample_every_n_steps", args.sample_every_n_steps, 0)
     if args.network_alpha < 0:
         raise UserFacingError(f"network_alpha is {args.network_alpha}; it must be 0 or more (often 1 or half the dim).")
     if args.max_token_length not in (None, 75, 150, 225):
