@@ -13,7 +13,7 @@ A network is a `torch.nn.Module` that sits on a frozen text encoder and U-Net:
 * `state_dict()` has exactly the keys of the file format (kohya / LyCORIS names), `load_weights(state_dict)` reads
   them back; a key of a module the network does not have is ignored, a shape that does not fit is refused;
 * `text_encoder_loras` / `unet_loras` list the per-layer modules of each part;
-* `train()` while training and `eval()` while sampling: DyLoRA's random rank and the dropouts act only in training.
+* `.train()` while training and `.eval()` while sampling: DyLoRA's random rank and the dropouts act only in training.
 """
 
 from __future__ import annotations
