@@ -28,7 +28,7 @@ from sd_scripts.tools.merge_lora import merge_into_checkpoint
 from sd_scripts.tools.resize_lora import ResizeTarget, resize_lora
 from test_lora_diffusers import lora_layer_count
 from test_lora_fixtures import randomize, token_ids, unet_inputs
-from tool_fixtures import one_thread, tiny_checkpoint  # noqa: F401  (autouse)
+from tool_fixtures import deltas, one_thread, tiny_checkpoint  # noqa: F401  (autouse)
 
 RATIO = 0.7
 
@@ -54,17 +54,6 @@ def layer_weights(path: Path) -> dict[str, torch.Tensor]:
     return {name: module.weight.detach().clone() for name, module in network.targets.items()}
 
 
-def file_deltas(path: Path) -> dict[str, torch.Tensor]:
-    tensors, _ = load_lora_file(path)
-    result = {}
-    for key, down in tensors.items():
-        if key.endswith(".lora_down.weight"):
-            name = key.removesuffix(".lora_down.weight")
-            up = tensors[f"{name}.lora_up.weight"]
-            result[name] = up.flatten(1) @ down.flatten(1) * float(tensors[f"{name}.alpha"]) / down.shape[0]
-    return result
-
-
 def pipeline_of(model) -> StableDiffusionPipeline:
     return StableDiffusionPipeline(
         vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer, unet=model.unet,
@@ -75,10 +64,10 @@ def pipeline_of(model) -> StableDiffusionPipeline:
 def test_a_lora_merged_into_a_model_adds_ratio_times_its_difference_and_matches_diffusers(base, tmp_path):
     lora, _ = lora_on(base, tmp_path / "lora.safetensors")
     merged = merge_into_checkpoint(base, [lora], [RATIO], tmp_path / "merged.safetensors")
-    before, after, deltas = layer_weights(base), layer_weights(merged), file_deltas(lora)
-    assert len(deltas) > 250  # U-Net, text encoder and conv layers
+    before, after, lora_deltas = layer_weights(base), layer_weights(merged), deltas(lora)
+    assert len(lora_deltas) > 250  # U-Net, text encoder and conv layers
     for name, weight in before.items():
-        expected = weight + (RATIO * deltas[name].reshape(weight.shape) if name in deltas else 0)
+        expected = weight + (RATIO * lora_deltas[name].reshape(weight.shape) if name in lora_deltas else 0)
         torch.testing.assert_close(after[name], expected, atol=1e-6, rtol=1e-5)
 
     # diffusers as the independent reader: the LoRA fused at the same scale computes what the merged model computes
@@ -118,7 +107,7 @@ def test_extraction_at_the_loras_rank_recovers_the_merged_difference(base, tmp_p
     tuned = merge_into_checkpoint(base, [lora], [1.0], tmp_path / "tuned.safetensors")
     (extracted,) = extract_loras(base, tuned, [(tmp_path / "x.safetensors", ExtractTarget(4, 2))],
                                  clamp_quantile=1.0)
-    expected, found = file_deltas(lora), file_deltas(extracted)
+    expected, found = deltas(lora), deltas(extracted)
     assert not any(name.startswith("lora_te") for name in found)  # skipped: it did not change
     for name, delta in expected.items():
         torch.testing.assert_close(found[name], delta, atol=1e-5, rtol=1e-3)
@@ -221,7 +210,7 @@ def test_a_resized_lora_loads_in_diffusers_and_moves_the_image_less_than_the_dis
     full = save_lora(network.state_dict(), tmp_path / "full.safetensors")
     resized = resize_lora(full, tmp_path / "resized.safetensors", ResizeTarget(4)).path
     discarded = []
-    for delta in file_deltas(full).values():
+    for delta in deltas(full).values():
         values = torch.linalg.svdvals(delta)
         discarded.append(float(values[4:].norm() / values.norm()))
     bound = max(discarded)

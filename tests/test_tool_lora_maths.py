@@ -17,7 +17,7 @@ from sd_scripts.saving import load_lora_file, save_lora
 from sd_scripts.tools.merge_lora import concat_loras, merge_loras
 from sd_scripts.tools.resize_lora import ResizeTarget, read_targets_file, resize_lora, resize_many
 from test_lora_fixtures import randomize, tiny_text_encoder, tiny_unet
-from tool_fixtures import one_thread  # noqa: F401  (autouse)
+from tool_fixtures import deltas, one_thread  # noqa: F401  (autouse)
 
 SPECTRUM = [10.0, 8.0, 5.0, 3.0, 2.0, 1.0, 0.5, 0.1]
 MODULE = "lora_te_text_model_encoder_layers_0_mlp_fc1"  # a 32 -> 64 Linear of the tiny text encoder
@@ -29,19 +29,6 @@ def random_lora(tmp_path: Path, name: str, *, dim: int, alpha: float, conv_dim: 
                           conv_alpha=None if conv_dim is None else conv_dim / 2)
     randomize(network, seed=seed)
     return save_lora(network.state_dict(), tmp_path / name, metadata=metadata)
-
-
-def deltas(path: Path) -> dict[str, torch.Tensor]:
-    """{module: up @ down * alpha / rank} of a LoRA file, flattened to 2-D."""
-    tensors, _ = load_lora_file(path)
-    result = {}
-    for key, down in tensors.items():
-        if key.endswith(".lora_down.weight"):
-            name = key.removesuffix(".lora_down.weight")
-            up = tensors[f"{name}.lora_up.weight"]
-            alpha = float(tensors[f"{name}.alpha"])
-            result[name] = up.float().flatten(1) @ down.float().flatten(1) * alpha / down.shape[0]
-    return result
 
 
 def spectrum_lora(tmp_path: Path, values: list[float], *, alpha: float = 4.0) -> Path:

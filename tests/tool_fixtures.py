@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from sd_scripts.saving.lora_file import load_lora_file
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -24,3 +26,16 @@ def tiny_checkpoint(path: Path, seed: int = 0) -> Path:
 
     save_ldm_checkpoint(tiny_sd15_model(seed), path)
     return path
+
+
+def deltas(path: Path) -> dict[str, torch.Tensor]:
+    """{module: up @ down * alpha / rank} of a LoRA file, flattened to 2-D."""
+    tensors, _ = load_lora_file(path)
+    result = {}
+    for key, down in tensors.items():
+        if key.endswith(".lora_down.weight"):
+            name = key.removesuffix(".lora_down.weight")
+            up = tensors[f"{name}.lora_up.weight"]
+            alpha = float(tensors[f"{name}.alpha"])
+            result[name] = up.float().flatten(1) @ down.float().flatten(1) * alpha / down.shape[0]
+    return result
