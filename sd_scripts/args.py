@@ -50,6 +50,7 @@ class TrainArgs:
     tokenizer_cache_dir: str | None = None
     clip_skip: int | None = None
     max_token_length: int | None = None  # None = 75; 150 or 225 enable window chunking
+    no_half_vae: bool = False  # the VAE in fp32 under mixed precision (SDXL's VAE overflows in fp16)
 
     # --- dataset ------------------------------------------------------------------------------------------------
     train_data_dir: str | None = None
@@ -75,6 +76,8 @@ class TrainArgs:
     random_crop: bool = False
     cache_latents: bool = False
     cache_latents_to_disk: bool = False
+    cache_text_encoder_outputs: bool = False  # SDXL, text encoders not trained: encode each caption once
+    cache_text_encoder_outputs_to_disk: bool = False  # ... and keep them in *_te_outputs.npz next to the images
     vae_batch_size: int = 1
     prior_loss_weight: float = 1.0
     max_data_loader_n_workers: int = 8
@@ -122,6 +125,7 @@ class TrainArgs:
     multires_noise_iterations: int | None = None
     multires_noise_discount: float = 0.3
     min_snr_gamma: float | None = None
+    zero_terminal_snr: bool = False  # rescale the betas so the last timestep is pure noise (v-prediction models)
 
     # --- saving -------------------------------------------------------------------------------------------------
     output_dir: str | None = None

@@ -60,6 +60,7 @@ def validate_args(args: TrainArgs) -> None:
             raise UserFacingError("Color augmentation cannot be used with cached latents; turn one of them off.")
         if args.random_crop:
             raise UserFacingError("Random crop cannot be used with cached latents; turn one of them off.")
+    _check_text_encoder_caching(args)
     _check_at_least("max_train_steps", args.max_train_steps, 1)
     _check_at_least("max_train_epochs", args.max_train_epochs, 1)
     _check_at_least("train_batch_size", args.train_batch_size, 1)
@@ -91,6 +92,30 @@ def validate_args(args: TrainArgs) -> None:
     if args.resume and not Path(args.resume).is_dir():
         raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
     check_log_settings(args)
+
+
+def caches_text_encoder_outputs(args: TrainArgs) -> bool:
+    """sd-scripts turns the memory cache on when only the disk cache is asked for; so does this trainer."""
+    return args.cache_text_encoder_outputs or args.cache_text_encoder_outputs_to_disk
+
+
+def _check_text_encoder_caching(args: TrainArgs) -> None:
+    """sd-scripts' rules: cached outputs cannot follow a trained text encoder or a caption that changes per step."""
+    if not caches_text_encoder_outputs(args):
+        return
+    if not args.network_train_unet_only:
+        raise UserFacingError("Text-encoder outputs can only be cached when the text encoders are not trained; "
+                              "train the U-Net only (network_train_unet_only) or turn the caching off.")
+    changing = [name for name, on in (
+        ("shuffle_caption", args.shuffle_caption),
+        ("caption_dropout_rate", args.caption_dropout_rate > 0),
+        ("caption_dropout_every_n_epochs", args.caption_dropout_every_n_epochs > 0),
+        ("caption_tag_dropout_rate", args.caption_tag_dropout_rate > 0),
+        ("token_warmup_step", args.token_warmup_step > 0),
+    ) if on]
+    if changing:
+        raise UserFacingError(f"Text-encoder outputs cannot be cached while captions change from step to step "
+                              f"({', '.join(changing)}); turn those off or turn the caching off.")
 
 
 def _check_optimizer(args: TrainArgs, network_options: dict) -> None:
