@@ -111,6 +111,56 @@ def tiny_sd15_model(seed: int = 0) -> BaseModel:
     )
 
 
+def tiny_sdxl_model(seed: int = 0) -> BaseModel:
+    """A random model with SDXL's real module layout at tiny widths, seeded, from the shipped SDXL configs.
+
+    Everything that makes a key name exists as in SDXL base: three U-Net levels (plain, then two with attention of
+    depth 2 and 10, 10 in the middle block), linear projections, the size/crop embedding ("text_time", 256 per id)
+    and two text encoders (CLIP-L with quick_gelu; OpenCLIP-G with gelu and a text projection). Only widths and
+    layer counts of the encoders are small: U-Net (32, 64, 64), context 32 + 32, VAE 32 wide.
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sd_scripts.models import SDXL, BaseModel
+    from sd_scripts.models.architecture import attention_heads
+    from sd_scripts.models.shipped_assets import component_config
+    from sd_scripts.models.tokenizers import load_sdxl_tokenizers
+
+    width = 32  # of each text encoder, and of te2's projection (the pooled embedding)
+    channels = [32, 64, 64]
+    unet_config = component_config(SDXL, "unet") | {
+        "sample_size": IMAGE_SIZE // 8,
+        "block_out_channels": channels,
+        "attention_head_dim": [attention_heads(c) for c in channels],
+        "cross_attention_dim": 2 * width,
+        "projection_class_embeddings_input_dim": 6 * 256 + width,
+    }
+    vae_config = component_config(SDXL, "vae") | {"sample_size": IMAGE_SIZE, "block_out_channels": [32, 32, 32, 32]}
+    small = {"hidden_size": width, "intermediate_size": 2 * width, "num_hidden_layers": 2,
+             "num_attention_heads": attention_heads(width), "projection_dim": width}
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_config(unet_config).eval()
+    vae = AutoencoderKL.from_config(vae_config).eval()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**component_config(SDXL, "text_encoder") | small)).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**component_config(SDXL, "text_encoder_2") | small)).eval()
+    tokenizer, tokenizer_2 = load_sdxl_tokenizers()
+    return BaseModel(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        version=SDXL,
+        v2=False,
+        v_parameterization=False,
+        path="",
+        notes=[],
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+    )
+
+
 def _write_dataset(images: Path) -> list[Path]:
     """IMAGE_COUNT drawings of one shape each, with a caption that starts with the trigger word."""
     from PIL import Image, ImageDraw

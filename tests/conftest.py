@@ -18,3 +18,11 @@ def demo(tmp_path_factory):
     from sd_scripts.demo import build_demo
 
     return build_demo(tmp_path_factory.mktemp("demo") / "a")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl():
+    """The tiny SDXL-layout model (random, seed 0), built once per session (~3 s). Tests must not change it."""
+    from sd_scripts.demo import tiny_sdxl_model
+
+    return tiny_sdxl_model()

@@ -22,19 +22,29 @@ from sd_scripts.models.shipped_assets import CLIP_TOKENIZER_DIR, tokenizer_setti
 
 SD1_TOKENIZER_ID = "openai/clip-vit-large-patch14"
 SD2_TOKENIZER_ID = "stabilityai/stable-diffusion-2"
+SDXL_TOKENIZER_2_ID = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"
 
 
-def load_tokenizer(v2: bool, tokenizer_cache_dir: str | Path | None = None) -> CLIPTokenizer:
+def load_tokenizer(v2: bool, tokenizer_cache_dir: str | Path | None = None, hub_id: str | None = None) -> CLIPTokenizer:
+    """SD1's tokenizer, or with `v2` one that pads with "!" (SD2's, and SDXL's second under its own `hub_id`)."""
     if tokenizer_cache_dir:
-        hub_id = SD2_TOKENIZER_ID if v2 else SD1_TOKENIZER_ID
+        hub_id = hub_id or (SD2_TOKENIZER_ID if v2 else SD1_TOKENIZER_ID)
         cached = Path(tokenizer_cache_dir) / hub_id.replace("/", "_")
         if cached.is_dir():
-            return CLIPTokenizer.from_pretrained(str(cached), local_files_only=True)
+            tokenizer = CLIPTokenizer.from_pretrained(str(cached), local_files_only=True)
+            if hub_id == SDXL_TOKENIZER_2_ID:  # sd-scripts sets OpenCLIP's padding, "!", on bigG's hub tokenizer
+                tokenizer.pad_token = "!"
+            return tokenizer
     return CLIPTokenizer(
         vocab=str(CLIP_TOKENIZER_DIR / "vocab.json"),
         merges=str(CLIP_TOKENIZER_DIR / "merges.txt"),
         **tokenizer_settings(v2),
     )
+
+
+def load_sdxl_tokenizers(tokenizer_cache_dir: str | Path | None = None) -> tuple[CLIPTokenizer, CLIPTokenizer]:
+    """SDXL's two tokenizers, as sd-scripts' sdxl_train_util loads them: CLIP-L's, and bigG's padding with "!"."""
+    return load_tokenizer(False, tokenizer_cache_dir), load_tokenizer(True, tokenizer_cache_dir, SDXL_TOKENIZER_2_ID)
 
 
 def clean_caption(text: str) -> str:
