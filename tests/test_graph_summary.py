@@ -99,3 +99,49 @@ def test_save_json_from_the_summary_asks_for_a_folder_and_writes_the_settings(pr
     assert content["net_dim"] == 12 and content["alpha"] == 6.0
     assert content["base_model"] == str(project.base_model) and content["config_version"] == 1
     assert asker.messages[-1][:2] == ("info", "Settings saved") and str(saved[0]) in asker.messages[-1][2]
+
+
+def test_a_folder_dropped_on_a_path_row_is_kept_as_if_typed(project: Project, tmp_path: Path):
+    config = TrainConfig(cuda=False)
+    other_images = tmp_path / "other images"
+    (other_images / "5_cat").mkdir(parents=True)
+    asker = ScriptedAsker(project.path_answers(), summary_actions=[("drop", "img_folder", str(other_images)), "start"])
+    walk(TRAIN, config, asker)
+    asked_before_summary = len(asker.asked)
+    assert review(TRAIN, config, asker, save_json=save_into_folder) == "start"
+    assert asker.asked[asked_before_summary:] == []  # nothing else to ask: the drop is the answer
+    assert config.get("img_folder") == str(other_images) and config.origin("img_folder") == "asked"
+    assert {row.field: row.value for row in asker.summaries[-1]}["img_folder"] == str(other_images)
+
+
+def test_a_dropped_file_that_does_not_fit_the_row_says_why_and_changes_nothing(project: Project):
+    config = TrainConfig(cuda=False)
+    asker = ScriptedAsker(project.path_answers(),
+                          summary_actions=[("drop", "img_folder", str(project.prompts)), "cancel"])
+    walk(TRAIN, config, asker)
+    review(TRAIN, config, asker, save_json=save_into_folder)
+    assert config.get("img_folder") == str(project.img_folder)
+    assert asker.messages[-1] == ("error", "Image folder",
+                                  f"{project.prompts} is not an existing folder; choose the image folder again.")
+
+
+def test_a_prompts_file_dropped_on_its_row_asks_the_questions_it_opens(project: Project):
+    config = TrainConfig(cuda=False)
+    asker = ScriptedAsker({**project.path_answers(), "sample_images": False, "sample_every_n_steps": 50},
+                          summary_actions=[("drop", "sample_prompts", str(project.prompts)), "start"])
+    walk(TRAIN, config, asker)
+    asked_before_summary = len(asker.asked)
+    review(TRAIN, config, asker, save_json=save_into_folder)
+    assert config.get("sample_prompts") == str(project.prompts)
+    assert asker.asked[asked_before_summary:] == ["sample_sampler", "sample_unit", "sample_every_n_steps"]
+    assert config.get("sample_every_n_steps") == 50
+
+
+def test_path_rows_are_marked_for_drops_and_unused_ones_are_not(project: Project):
+    config = TrainConfig(cuda=False)
+    walk(TRAIN, config, ScriptedAsker(project.path_answers()))
+    rows = {row.field: row for row in summary_rows(config)}
+    assert rows["img_folder"].path_kind == "folder" and rows["base_model"].path_kind == "file"
+    assert rows["net_dim"].path_kind is None
+    assert {name for name, row in rows.items() if row.path_kind} == {
+        field.name for field in FIELDS if field.path} - {name for name, row in rows.items() if "not used" in row.value}

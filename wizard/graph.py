@@ -14,7 +14,8 @@
   does the walker offer to stop the wizard.
 
 `review` shows the summary until the user starts or cancels: Edit re-asks the question(s) of one field and any
-question that answer opened, Save JSON writes the settings (asking for a folder when none is set).
+question that answer opened, a file or folder dropped on a path row is checked and kept as if typed, Save JSON
+writes the settings (asking for a folder when none is set).
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ def review(
             _save_from_summary(config, asker, save_json)
         elif isinstance(action, tuple) and action[0] == "edit":
             edit_field(flow, config, asker, action[1])
+        elif isinstance(action, tuple) and action[0] == "drop":
+            fill_dropped_path(flow, config, asker, action[1], action[2])
 
 
 def edit_field(flow: Sequence[Question], config: TrainConfig, asker: Asker, name: str) -> None:
@@ -144,6 +147,34 @@ def edit_field(flow: Sequence[Question], config: TrainConfig, asker: Asker, name
     hidden_before = {question.id for question in flow if not question.when(config)}
     walk(flow, config, asker, skip_loaded=False,
          only=lambda question: question in targets or question.id in hidden_before)
+
+
+def fill_dropped_path(flow: Sequence[Question], config: TrainConfig, asker: Asker, name: str, path: str) -> None:
+    """A file or folder dropped on the summary row of `name`: checked as its question checks a typed answer, then
+    kept, and any question the new value opens is asked; a path that does not fit gets its sentence and changes
+    nothing."""
+    field = FIELD_BY_NAME[name]
+    targets = [question for question in flow if name in written_fields(question) and question.kind == field.path]
+    question = next((question for question in targets if question.when(config)), None)
+    if question is None:
+        question = question_for_field(field) if not targets else None
+    if question is None:
+        asker.info(field.label, f"{field.label} is not used with your other answers, so the dropped path was not "
+                                f"taken; edit the setting it depends on first.")
+        return
+    before = config.copy()
+    hidden_before = {other.id for other in flow if not other.when(config)}
+    problem = _problem_with(question, path, config)
+    if problem is None:
+        try:
+            _store(question, path, config)
+        except ConfigError as wrong:
+            problem = wrong.message
+            _restore(config, before)
+    if problem is not None:
+        asker.error(field.label, problem)
+        return
+    walk(flow, config, asker, skip_loaded=False, only=lambda other: other.id in hidden_before)
 
 
 def question_for_field(field: Field) -> Question:

@@ -43,7 +43,8 @@ def summary_rows(config: TrainConfig) -> list[SummaryRow]:
     not_used = f"(not used by {config.get('network_type')})"
     return [SummaryRow(field.name, field.label,
                        not_used if field.name in unused else _value_with_notes(config, field.name),
-                       config.origin(field.name), TOPICS[field.group], _changed(config, field.name))
+                       config.origin(field.name), TOPICS[field.group], _changed(config, field.name),
+                       None if field.name in unused else field.path)
             for field in FIELDS]
 
 

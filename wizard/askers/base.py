@@ -16,9 +16,11 @@ class SummaryRow:
     origin: Literal["asked", "loaded", "default"]
     topic: str = ""  # the group it is shown under (`wizard.summary.TOPICS`)
     changed: bool = False  # answered or loaded, and not the default: shown first in its topic
+    path_kind: Literal["file", "folder"] | None = None  # a path setting: a file or folder dropped on its row fills it
 
 
-SummaryAction = Literal["start", "save", "cancel"] | tuple[Literal["edit"], str]
+SummaryAction = (Literal["start", "save", "cancel"] | tuple[Literal["edit"], str]
+                 | tuple[Literal["drop"], str, str])
 ReportAction = Literal["start", "back", "cancel"]
 
 
@@ -30,8 +32,9 @@ class Asker(Protocol):
         """
 
     def summary(self, rows: list[SummaryRow], title: str, *, start_label: str = "Start training") -> SummaryAction:
-        """Show every value that will be used; return "start", "save", "cancel" or ("edit", field). `start_label`
-        names what starts (a side tool's summary says e.g. "Start resizing")."""
+        """Show every value that will be used; return "start", "save", "cancel", ("edit", field) or ("drop", field,
+        path) for a file or folder dropped on a path row. `start_label` names what starts (a side tool's summary
+        says e.g. "Start resizing")."""
 
     def info(self, title: str, message: str) -> None:
         """A message the user acknowledges with OK."""
