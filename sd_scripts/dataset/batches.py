@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from sd_scripts.dataset.buckets import size_conditioning
 from sd_scripts.dataset.captions import process_caption
 from sd_scripts.dataset.epochs import BatchSpec
 from sd_scripts.dataset.images import color_jitter, fit_to_bucket, flip_horizontally, load_rgb
@@ -36,6 +37,10 @@ class Batch:
     pixels: Tensor | None  # [B, 3, H, W] float32 in [-1, 1]
     latents: Tensor | None  # [B, C, H/8, W/8] float32, as the cache's encode returned them
     image_paths: list[Path]
+    # SDXL's size conditioning, [B, 2] int64 each (sd-scripts' batch keys); every family's batch carries them.
+    original_sizes_hw: Tensor
+    crop_top_lefts: Tensor
+    target_sizes_hw: Tensor
 
     def pin_memory(self) -> Batch:
         """A copy in page-locked memory, which the DataLoader's pin_memory=True asks for (CUDA copies it sooner)."""
@@ -61,6 +66,7 @@ def load_batch(
     captions: list[str] = []
     weights: list[float] = []
     images: list[Tensor] = []
+    sizes: list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]] = []
     for image_index in spec.images:
         image = plan.images[image_index]
         options = plan.subsets[image.subset_index].options
@@ -75,6 +81,7 @@ def load_batch(
             if flipped:
                 pixels = flip_horizontally(pixels)
             images.append(pixels_to_tensor(pixels))
+        sizes.append(size_conditioning(image.size, image.bucket, flipped))
         captions.append(
             process_caption(
                 image.caption, options, epoch=epoch, step=global_step, max_train_steps=plan.max_train_steps, rng=rng
@@ -88,6 +95,9 @@ def load_batch(
         pixels=None if latent_cache is not None else stacked,
         latents=stacked if latent_cache is not None else None,
         image_paths=[plan.images[index].path for index in spec.images],
+        original_sizes_hw=torch.tensor([original for original, _, _ in sizes], dtype=torch.int64),
+        crop_top_lefts=torch.tensor([crop for _, crop, _ in sizes], dtype=torch.int64),
+        target_sizes_hw=torch.tensor([target for _, _, target in sizes], dtype=torch.int64),
     )
 
 

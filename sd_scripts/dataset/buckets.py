@@ -103,6 +103,22 @@ def crop_ltrb(bucket: tuple[int, int], original_size: tuple[int, int]) -> tuple[
     return left, top, left + resized_width, top + resized_height
 
 
+def size_conditioning(
+    original_size: tuple[int, int], bucket: tuple[int, int], flipped: bool
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """SDXL's (original h, w), (crop top, left), (target h, w) of one image, as sd-scripts records them.
+
+    The original size is the image file's, the crop `crop_ltrb`'s left and top (for a mirrored image the left is the
+    bucket width minus the crop's right), the target the bucket; each truncated to an int as sd-scripts does. A random
+    crop does not change them (sd-scripts: "no idea how to reflect" it). Without buckets sd-scripts records an
+    uncached, randomly cropped image as its cut size with crop 0; this trainer keeps the one rule for every image.
+    """
+    left, top, right, _ = crop_ltrb(bucket, original_size)
+    if flipped:
+        left = bucket[0] - right
+    return (original_size[1], original_size[0]), (int(top), int(left)), (bucket[1], bucket[0])
+
+
 def _round_to_steps(value: float, steps: int) -> int:
     rounded = int(value + 0.5)
     return rounded - rounded % steps

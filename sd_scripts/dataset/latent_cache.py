@@ -5,7 +5,8 @@ with `color_aug` or `random_crop` (`ensure_latents_cacheable` says so in one sen
 image is encoded too. Disk files are the ones sd-scripts' SD1/SD2 caching strategy reads and writes: an old
 `<stem>.npz` when one exists, else `<stem>_<WWWW>x<HHHH>_sd.npz` after the original image size, holding `latents`,
 `original_size`, `crop_ltrb` and, with flip_aug, `latents_flipped` (no `_<h>x<w>` key suffix: that is only for
-sd-scripts' multi-resolution models, FLUX and SD3), so a cache written by either trainer is reused by the other. A file
+sd-scripts' multi-resolution models, FLUX and SD3), so a cache written by either trainer is reused by the other.
+SDXL's files end in `_sdxl.npz` instead, as sd-scripts names them (its VAE gives other latents). A file
 whose latents have the bucket's size (and the flipped ones when needed) is reused; any other is encoded again.
 """
 
@@ -61,14 +62,14 @@ def ensure_latents_cacheable(plan: DatasetPlan) -> None:
                 )
 
 
-def latents_npz_path(image: ImageRecord) -> Path:
+def latents_npz_path(image: ImageRecord, sdxl: bool = False) -> Path:
     """sd-scripts' cache file: `<stem>.npz` of its first versions when there is one, else the image stem, its
-    original size and `_sd.npz`."""
+    original size and `_sd.npz` (`_sdxl.npz` for SDXL)."""
     old = image.path.with_suffix(".npz")
     if old.is_file():
         return old
     width, height = image.size
-    return image.path.with_name(f"{image.path.stem}_{width:04d}x{height:04d}_sd.npz")
+    return image.path.with_name(f"{image.path.stem}_{width:04d}x{height:04d}_{'sdxl' if sdxl else 'sd'}.npz")
 
 
 def cache_latents(
@@ -78,6 +79,7 @@ def cache_latents(
     *,
     vae_batch_size: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
+    sdxl: bool = False,
 ) -> LatentCache:
     """Encode every image in use, batched by bucket (`vae_batch_size` at a time), and return the cache.
 
@@ -94,8 +96,8 @@ def cache_latents(
         for index in sorted({entry for bucket in dataset.buckets for entry in bucket.entries}):
             image = plan.images[index]
             flip = plan.subsets[image.subset_index].options.flip_aug
-            if to_disk and npz_is_valid(latents_npz_path(image), image.bucket, flip):
-                cache.on_disk[index] = latents_npz_path(image)
+            if to_disk and npz_is_valid(latents_npz_path(image, sdxl), image.bucket, flip):
+                cache.on_disk[index] = latents_npz_path(image, sdxl)
             else:
                 to_encode.append((index, flip))
     to_encode.sort(key=lambda item: plan.images[item[0]].bucket[0] * plan.images[item[0]].bucket[1])
@@ -116,7 +118,7 @@ def cache_latents(
             image = plan.images[index]
             flipped = latents_flipped[position] if latents_flipped is not None else None
             if to_disk:
-                path = latents_npz_path(image)
+                path = latents_npz_path(image, sdxl)
                 save_latents_npz(path, latents[position], flipped, image)
                 cache.on_disk[index] = path
             else:
