@@ -5,7 +5,7 @@ LoRA was trained, so every value is a string and nested values are JSON strings,
 
 Inputs are explicit: the `TrainArgs`, the dataset's own `ss_*` keys (`DatasetPlan.metadata()`), a `TrainingRun`
 with what the loop decided at its start, and the progress at the moment of saving. Keys of sd-scripts features this
-trainer does not have carry the value that says "off" (e.g. `ss_zero_terminal_snr` = "False"), which is the truth.
+trainer does not have carry the value that says "off" (e.g. `ss_ip_noise_gamma` = "None"), which is the truth.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ ARCHITECTURES = {
     "sd_v1": "stable-diffusion-v1/lora",
     "sd_v2": "stable-diffusion-v2-512/lora",
     "sd_v2_v": "stable-diffusion-v2-768-v/lora",
+    "sdxl_base_v1-0": "stable-diffusion-xl-v1-base/lora",  # eps and v-prediction alike, as sd-scripts writes it
 }
-NATIVE_RESOLUTIONS = {"sd_v1": 512, "sd_v2": 512, "sd_v2_v": 768}
+NATIVE_RESOLUTIONS = {"sd_v1": 512, "sd_v2": 512, "sd_v2_v": 768, "sdxl_base_v1-0": 1024}
+# sd-scripts' modelspec.implementation: Stability AI's repository for an SDXL LoRA (sai_model_spec), else diffusers.
+IMPLEMENTATIONS = {"sdxl_base_v1-0": "https://github.com/Stability-AI/generative-models"}
 MODELSPEC_VERSION = "1.0.1"  # what sd-scripts' sai_model_spec writes today
 # sd-scripts writes "sd-scripts/<git commit>", or this when it cannot tell the commit: this trainer is no checkout.
 IMPLEMENTATION_VERSION = "sd-scripts/unknown"
@@ -68,13 +71,14 @@ class TrainingRun:
 
     session_id: int  # random.randint(0, 2**32), as sd-scripts
     started_at: float  # time.time() when training started
-    base_model_version: str  # BaseModel.version, read from the file: "sd_v1" | "sd_v2" | "sd_v2_v"
+    base_model_version: str  # BaseModel.version, read from the file: "sd_v1" | "sd_v2" | "sd_v2_v" | "sdxl_base_v1-0"
     num_epochs: int
     max_train_steps: int  # after max_train_epochs was turned into steps
     lr_warmup_steps: int  # after a ratio was turned into steps
     optimizer: str  # "module.Class(k=v,...)", BuiltOptimizer.description
     model_files: Mapping[str, str]  # model_file_metadata(): names and hashes of the base model and VAE
     num_processes: int = 1
+    v_parameterization: bool = False  # what the run trained: an SDXL model's version does not say it
 
 
 def model_file_metadata(model_path: str | Path, vae_path: str | Path | None = None) -> dict[str, str]:
@@ -155,11 +159,11 @@ def training_metadata(
         "ss_face_crop_aug_range": None,  # face-crop augmentation is not offered
         "ss_prior_loss_weight": args.prior_loss_weight,
         "ss_min_snr_gamma": args.min_snr_gamma,
+        "ss_zero_terminal_snr": args.zero_terminal_snr,
         # Keys sd-scripts added after spring 2023, for features this trainer does not have: their "off" values.
         **FIXED_SETTINGS,
         "ss_network_dropout": None,
         "ss_adaptive_noise_scale": None,
-        "ss_zero_terminal_snr": False,
         "ss_scale_weight_norms": None,
         "ss_ip_noise_gamma": None,
         "ss_debiased_estimation": False,
@@ -193,7 +197,7 @@ def training_metadata(
     strings.update(dataset_metadata)
     strings.update(run.model_files)
     strings.update(network)
-    strings.update(_modelspec(args, run.base_model_version, saved_at))
+    strings.update(_modelspec(args, run, saved_at))
     return strings
 
 
@@ -224,18 +228,20 @@ def _resolution(args: TrainArgs, base_model_version: str) -> tuple[int, int]:
     return sizes[0], sizes[-1]
 
 
-def _modelspec(args: TrainArgs, base_model_version: str, saved_at: float) -> dict[str, str]:
-    """Stability AI's ModelSpec keys, as sd-scripts writes them for an SD1/SD2 LoRA."""
+def _modelspec(args: TrainArgs, run: TrainingRun, saved_at: float) -> dict[str, str]:
+    """Stability AI's ModelSpec keys, as sd-scripts writes them for an SD1/SD2/SDXL LoRA."""
+    base_model_version = run.base_model_version
     width, height = _resolution(args, base_model_version)
+    v_prediction = run.v_parameterization or base_model_version == "sd_v2_v"
     title = args.metadata_title or args.output_name or f"LoRA@{datetime.fromtimestamp(saved_at):%Y-%m-%d %H:%M:%S}"
     spec = {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
         "modelspec.architecture": ARCHITECTURES[base_model_version],
-        "modelspec.implementation": "diffusers",
+        "modelspec.implementation": IMPLEMENTATIONS.get(base_model_version, "diffusers"),
         "modelspec.title": title,
         "modelspec.resolution": f"{width}x{height}",
         "modelspec.date": datetime.fromtimestamp(int(saved_at)).isoformat(),  # whole seconds, as sd-scripts
-        "modelspec.prediction_type": "v" if base_model_version == "sd_v2_v" else "epsilon",
+        "modelspec.prediction_type": "v" if v_prediction else "epsilon",
         "modelspec.implementation_version": IMPLEMENTATION_VERSION,
     }
     if args.clip_skip is not None:
