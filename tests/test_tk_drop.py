@@ -12,11 +12,13 @@ from __future__ import annotations
 import gc
 import threading
 import tkinter as tk
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from test_tk_fixtures import ScreenReader, answer_on_screen
+from wizard.askers.base import SummaryRow
 from wizard.askers.tk_asker import TkAsker, question_title
 from wizard.askers.tk_theme import has_drag_and_drop
 from wizard.question import Question
@@ -35,8 +37,15 @@ def asker(virtual_display: VirtualDisplay) -> TkAsker:
     gc.collect()
 
 
-def drop_when_shown(root: tk.Tk, paths: list[Path], dropped: threading.Event) -> None:
-    """Once the newest popup is mapped, drop `paths` on the middle of its entry, as XDND does."""
+def entry_centre(popup: tk.Toplevel) -> tuple[int, int]:
+    entry = next(widget for widget in all_children(popup) if widget.winfo_class() == "TEntry")
+    return entry.winfo_rootx() + entry.winfo_width() // 2, entry.winfo_rooty() + entry.winfo_height() // 2
+
+
+def drop_when_shown(root: tk.Tk, paths: list[Path], dropped: threading.Event,
+                    where: Callable[[tk.Toplevel], tuple[int, int] | None] = entry_centre) -> None:
+    """Once the newest popup is mapped and `where` finds the spot (the middle of its entry), drop `paths` there,
+    as XDND does."""
 
     def when_mapped() -> None:
         popups = [widget for widget in root.winfo_children() if isinstance(widget, tk.Toplevel)]
@@ -44,9 +53,11 @@ def drop_when_shown(root: tk.Tk, paths: list[Path], dropped: threading.Event) ->
             root.after(20, when_mapped)
             return
         popup = popups[-1]
-        entry = next(widget for widget in all_children(popup) if widget.winfo_class() == "TEntry")
-        x = entry.winfo_rootx() + entry.winfo_width() // 2
-        y = entry.winfo_rooty() + entry.winfo_height() // 2
+        spot = where(popup)
+        if spot is None:
+            root.after(20, when_mapped)
+            return
+        x, y = spot
         uris = "\r\n".join(path.as_uri() for path in paths) + "\r\n"
         root.selection_own(selection="XdndSelection")  # the drag source offers the data...
         root.selection_handle(lambda offset, length: uris[int(offset):int(offset) + int(length)],
@@ -97,3 +108,37 @@ def test_of_several_dropped_files_the_first_is_taken(virtual_display, asker, tmp
     for model in models:
         model.write_bytes(b"0")
     assert ask_with_a_drop(virtual_display, asker, FILE, models) == str(models[0])
+
+
+SUMMARY_ROWS = [
+    SummaryRow("img_folder", "Image folder", "/old/images", "asked", "Files and folders", True, "folder"),
+    SummaryRow("output_folder", "Output folder", "/old/out", "asked", "Files and folders", True, "folder"),
+    SummaryRow("net_dim", "Network dimension", "8", "default", "Network"),
+]
+
+
+def row_centre(field: str) -> Callable[[tk.Toplevel], tuple[int, int] | None]:
+    """The middle of the summary row of `field`, once the table has drawn it."""
+    def where(popup: tk.Toplevel) -> tuple[int, int] | None:
+        table = next(widget for widget in all_children(popup) if widget.winfo_class() == "Treeview")
+        if not table.bbox(field):
+            return None
+        x, y, width, height = table.bbox(field)
+        return table.winfo_rootx() + x + width // 2, table.winfo_rooty() + y + height // 2
+    return where
+
+
+def test_a_folder_dropped_on_a_summary_row_of_a_path_replaces_it(virtual_display, asker, tmp_path):
+    folder = tmp_path / "new images"
+    folder.mkdir()
+    dropped = threading.Event()
+    drop_when_shown(asker.root, [folder], dropped, where=row_centre("output_folder"))
+
+    def check_the_drop_was_made(reader: ScreenReader) -> None:
+        seen = reader.look("Check your settings")
+        assert any("dropped on the row of a path" in label for label in seen.labels)
+        assert dropped.wait(20), "the drop was not made"
+
+    action = answer_on_screen(asker.root, lambda: asker.summary(SUMMARY_ROWS, "Check your settings"),
+                              check_the_drop_was_made)
+    assert action == ("drop", "output_folder", str(folder))

@@ -10,7 +10,8 @@ and never leaves the wizard nor throws answers away: in an empty entry with noth
 which the walker checks like any answer, so a required path says what is needed and is asked again. Leaving the
 summary or the pre-flight report (Escape, the close button, Cancel) asks first, with "Keep going" as the default.
 Y and N answer a yes/no; arrows, Home and End move through choices. A file or folder dropped on a path popup fills
-its entry. All of it runs on the main thread.
+its entry; dropped on the summary row of a path setting, it is checked and kept as if typed. All of it runs on the
+main thread.
 
 Window titles are stable ("LoRA Wizard - <question id>", the summary's and messages' titles as given): the tests find
 the windows by title.
@@ -93,9 +94,16 @@ class TkAsker:
     def summary(self, rows: list[SummaryRow], title: str, *, start_label: str = "Start training") -> SummaryAction:
         dialog = Dialog(self.root, title, wraplength=self._wraplength(), on_close="cancel",
                         confirm_leave=LEAVE_WITHOUT_TRAINING)
+        drops = has_drag_and_drop(self.root)
         dialog.add_text("These settings will be used; in each topic the ones you changed come first. To change one, "
-                        "select it and press Edit (or double-click it).", "Help.TLabel")
+                        "select it and press Edit (or double-click it)."
+                        + (" A file or folder dropped on the row of a path takes its place." if drops else ""),
+                        "Help.TLabel")
         table = self._summary_table(dialog, rows)
+        if drops:
+            path_rows = {row.field: row for row in rows if row.path_kind is not None}
+            accept_dropped_paths(dialog.window,
+                                 lambda paths, x, y: self._drop_on_row(dialog, table, path_rows, paths[0], x, y))
 
         def edit_selected() -> None:
             if table.selection() and not table.selection()[0].startswith(TOPIC_ROW):
@@ -108,6 +116,18 @@ class TkAsker:
              (start_label, lambda: dialog.finish("start"))],
             left=[("Edit", edit_selected), ("Save JSON", lambda: dialog.finish("save"))], primary=start_label)
         return dialog.run(focus=buttons[start_label])
+
+    def _drop_on_row(self, dialog: Dialog, table: ttk.Treeview, path_rows: dict[str, SummaryRow], path: str,
+                     x_root: int, y_root: int) -> None:
+        """A path dropped on the summary: the row under the pointer takes it when it is a path setting."""
+        over_table = self.root.winfo_containing(x_root, y_root) is table
+        field = table.identify_row(y_root - table.winfo_rooty()) if over_table else ""
+        if field in path_rows:
+            dialog.finish(("drop", field, os.path.normpath(path)))
+            return
+        examples = ", ".join(row.label for row in list(path_rows.values())[:3])
+        show_message(self.root, "Drop it on a path", f"Drop the file or folder on the row of the setting it is "
+                                                     f"for, such as {examples}.", "info")
 
     def info(self, title: str, message: str) -> None:
         show_message(self.root, title, message, "info")
@@ -194,7 +214,7 @@ class TkAsker:
         dialog.add(line, sticky="ew")
         if question.kind in ("file", "folder") and has_drag_and_drop(self.root):
             dialog.add_text(f"You can also drop the {question.kind} here from your file manager.", "Hint.TLabel")
-            accept_dropped_paths(dialog.window, lambda paths: self._fill(entry, paths[0]))
+            accept_dropped_paths(dialog.window, lambda paths, *where: self._fill(entry, paths[0]))
 
         def accept() -> None:
             typed = entry.get()

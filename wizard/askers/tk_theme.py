@@ -173,13 +173,14 @@ def has_drag_and_drop(widget: tk.Misc) -> bool:
 
 
 def accept_dropped_paths(widget: tk.Misc, on_drop: Any) -> None:
-    """Call `on_drop(paths)` with the files or folders dropped on `widget` (nothing where tkDnD is missing)."""
+    """Call `on_drop(paths, x_root, y_root)` with the files or folders dropped on `widget` and where on the screen
+    they were dropped (nothing where tkDnD is missing)."""
     if not has_drag_and_drop(widget):
         return
     from tkinterdnd2 import COPY, DND_FILES
 
     def dropped(event: Any) -> str:
-        on_drop(list(widget.tk.splitlist(event.data)))
+        on_drop(list(widget.tk.splitlist(event.data)), int(event.x_root), int(event.y_root))
         return COPY
 
     widget.drop_target_register(DND_FILES)
