@@ -128,16 +128,12 @@ def test_tools_that_are_not_registered_are_not_offered_and_cannot_be_chosen():
     assert session.demos == [None] and session.tool_calls == []
 
 
-def test_closing_the_first_popup_asks_whether_to_stop_the_wizard():
+def test_closing_the_first_popup_leaves_without_asking_since_nothing_would_be_lost():
     session = Session(tools={"resize": 0})
-    asker = ScriptedAsker({"what_to_do": CANCEL}, confirms=[True])
-    assert session.run(asker) == EXIT_FAILED
+    asker = ScriptedAsker({"what_to_do": CANCEL})
+    assert session.run(asker) == EXIT_FAILED  # nothing was done: not a success for a script that waits on it
     assert asker.asked == ["what_to_do"] and session.trained == session.demos == session.tool_calls == []
-    assert asker.messages == [("confirm", "Stop the wizard?", "Close the wizard without doing anything?")]
-
-    asker = ScriptedAsker({"what_to_do": [CANCEL, "Try the built-in demo"]}, confirms=[False])
-    assert session.run(asker) == EXIT_OK
-    assert asker.asked == ["what_to_do", "what_to_do"] and session.demos == [None]
+    assert asker.messages == []
 
 
 def test_every_side_tool_has_an_entry_and_the_built_in_ones_come_first():

@@ -185,8 +185,8 @@ def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker
     """The first popup: the id of the chosen entry ("train", "queue", "demo" or a tool's name), None to quit.
 
     The built-in entries are always offered; a side tool is offered when it is registered, with its entry's label
-    or, for a tool no entry describes, with its name. Closing the popup asks whether to stop the wizard, as the
-    walker does when a question cannot keep its default.
+    or, for a tool no entry describes, with its name. Closing the popup (Escape, the close button) leaves at once:
+    nothing has been answered yet, so nothing would be lost by it.
     """
     declared = {entry.id: entry for entry in choices}
     offered = [declared[name] for name in BUILT_IN_CHOICES]
@@ -203,12 +203,10 @@ def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker
         answer = asker.ask(question, question.choices[0], can_go_back=False, error=error)
         error = None
         if answer is CANCEL:
-            if asker.confirm("Stop the wizard?", "Close the wizard without doing anything?", yes="Stop the wizard",
-                             no="Keep going"):
-                return None
-        elif answer in by_label:
+            return None
+        if answer in by_label:
             return by_label[answer]
-        elif answer is not BACK:
+        if answer is not BACK:
             error = f"Choose one of: {', '.join(question.choices)}."
 
 
