@@ -26,3 +26,16 @@ def tiny_sdxl():
     from sd_scripts.demo import tiny_sdxl_model
 
     return tiny_sdxl_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_files(tiny_sdxl, tmp_path_factory):
+    """The tiny SDXL model written once per session as an SGM single file and as a diffusers folder:
+    `(single_file, folder)`. Tests must copy them before changing them."""
+    from sd_scripts.models import save_ldm_checkpoint
+    from sd_scripts.models.diffusers_folder import save_diffusers_folder
+
+    root = tmp_path_factory.mktemp("tiny_sdxl")
+    save_ldm_checkpoint(tiny_sdxl, root / "tiny_sdxl.safetensors")
+    save_diffusers_folder(tiny_sdxl, root / "diffusers")
+    return root / "tiny_sdxl.safetensors", root / "diffusers"

@@ -1,22 +1,34 @@
-"""Base models: loading SD1.x/SD2.x/SDXL (single files and diffusers folders), family detection, LDM export, and text
-encoding with clip_skip and long prompts. Importing this package imports torch, diffusers and transformers."""
+"""Base models: loading SD1.x/SD2.x/SDXL (single files and diffusers folders), family detection, LDM export, and
+text encoding with clip_skip and long prompts.
 
-from sd_scripts.models.base_model import SD_V1, SD_V2, SD_V2_V, SDXL, BaseModel
-from sd_scripts.models.family import detect_model_version
-from sd_scripts.models.ldm_export import save_ldm_checkpoint
-from sd_scripts.models.loading import load_base_model, load_vae
-from sd_scripts.models.text_encoding import encode_tokens, tokenize
+The names below are imported on first use, so that `sd_scripts.models.checkpoint_header` (the family rules, which
+the wizard reads before anything heavy) can be imported without torch, diffusers or transformers.
+"""
 
-__all__ = [
-    "SD_V1",
-    "SD_V2",
-    "SD_V2_V",
-    "SDXL",
-    "BaseModel",
-    "detect_model_version",
-    "encode_tokens",
-    "load_base_model",
-    "load_vae",
-    "save_ldm_checkpoint",
-    "tokenize",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "SD_V1": "checkpoint_header",
+    "SD_V2": "checkpoint_header",
+    "SD_V2_V": "checkpoint_header",
+    "SDXL": "checkpoint_header",
+    "ModelFamily": "checkpoint_header",
+    "read_model_family": "checkpoint_header",
+    "BaseModel": "base_model",
+    "detect_model_version": "family",
+    "save_ldm_checkpoint": "ldm_export",
+    "load_base_model": "loading",
+    "load_vae": "loading",
+    "encode_tokens": "text_encoding",
+    "tokenize": "text_encoding",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-# `ss_base_model_version` values, as sd-scripts writes them.
-SD_V1 = "sd_v1"
-SD_V2 = "sd_v2"
-SD_V2_V = "sd_v2_v"
-SDXL = "sdxl_base_v1-0"
+# `ss_base_model_version` values, defined with the family rules, which need no torch
+from sd_scripts.models.checkpoint_header import SD_V1, SD_V2, SD_V2_V, SDXL
+
+__all__ = ["SD_V1", "SD_V2", "SD_V2_V", "SDXL", "BaseModel"]
 
 
 @dataclass

@@ -13,8 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from sd_scripts.errors import UserFacingError
-
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+from sd_scripts.models.checkpoint_header import PICKLE_SUFFIXES
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,15 +1,19 @@
-"""Loading a diffusers model folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`), strictly offline."""
+"""Loading a diffusers model folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`, and for SDXL
+`text_encoder_2/`), strictly offline. Tokenizer folders are not needed: the tokenizers are shipped (tokenizers.py)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.models.base_model import BaseModel
+from sd_scripts.models.shipped_assets import config_folder
 
 
 def weights_variant(part: Path) -> str | None:
@@ -20,12 +24,12 @@ def weights_variant(part: Path) -> str | None:
     return None
 
 
-def load_diffusers_folder(folder: Path) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
-    if not (folder / "model_index.json").is_file():
-        raise UserFacingError(
-            f"The folder {folder} is not a diffusers model (it has no model_index.json); choose a model file or a diffusers model folder."
-        )
-    for part in ("unet", "vae", "text_encoder"):
+def load_diffusers_folder(
+    folder: Path, sdxl: bool
+) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection | None]:
+    """The U-Net, VAE and text encoder(s) in float32; the second text encoder only for `sdxl`."""
+    parts = ("unet", "vae", "text_encoder", "text_encoder_2") if sdxl else ("unet", "vae", "text_encoder")
+    for part in parts:
         if not (folder / part / "config.json").is_file():
             raise UserFacingError(f"The diffusers model folder {folder} has no complete '{part}' part; copy or download the whole model folder again.")
     try:
@@ -38,21 +42,28 @@ def load_diffusers_folder(folder: Path) -> tuple[UNet2DConditionModel, Autoencod
         text_encoder = CLIPTextModel.from_pretrained(
             folder / "text_encoder", local_files_only=True, dtype=torch.float32, variant=weights_variant(folder / "text_encoder")
         )
+        text_encoder_2 = None
+        if sdxl:
+            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+                folder / "text_encoder_2", local_files_only=True, dtype=torch.float32, variant=weights_variant(folder / "text_encoder_2")
+            )
     except (OSError, ValueError) as error:
         raise UserFacingError(f"The diffusers model folder {folder} is missing weight files or they are damaged; copy or download the whole model folder again.") from error
-    return unet, vae, text_encoder
+    return unet, vae, text_encoder, text_encoder_2
 
 
-def folder_is_sd2(folder: Path) -> bool:
-    """SD2's text encoder is OpenCLIP converted to CLIP, with GELU; OpenAI CLIP (SD1) uses QuickGELU."""
-    config = json.loads((folder / "text_encoder" / "config.json").read_text(encoding="utf-8"))
-    return config.get("hidden_act") == "gelu"
-
-
-def folder_states_v_prediction(folder: Path) -> bool | None:
-    """The scheduler config's prediction_type, when the folder has one."""
-    scheduler_config = folder / "scheduler" / "scheduler_config.json"
-    if not scheduler_config.is_file():
-        return None
-    prediction = json.loads(scheduler_config.read_text(encoding="utf-8")).get("prediction_type", "epsilon")
-    return prediction == "v_prediction"
+def save_diffusers_folder(model: BaseModel, folder: Path) -> None:
+    """Write the model as a diffusers folder that diffusers' own pipelines load: every part with `save_pretrained`,
+    the family's shipped model_index.json and scheduler config (stating v-prediction when the model uses it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = config_folder(model.version)
+    shutil.copyfile(template / "model_index.json", folder / "model_index.json")
+    scheduler = json.loads((template / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    scheduler["prediction_type"] = "v_prediction" if model.v_parameterization else "epsilon"
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler, indent=2) + "\n", encoding="utf-8")
+    parts = {"unet": model.unet, "vae": model.vae, "text_encoder": model.text_encoder, "tokenizer": model.tokenizer}
+    if model.is_sdxl:
+        parts |= {"text_encoder_2": model.text_encoder_2, "tokenizer_2": model.tokenizer_2}
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)

@@ -1,4 +1,4 @@
-"""Writing a BaseModel as an SD single-file LDM `.safetensors`, the layout A1111, ComfyUI and sd-scripts load."""
+"""Writing a BaseModel as an SD single-file LDM/SGM `.safetensors`, the layout A1111, ComfyUI and sd-scripts load."""
 
 from __future__ import annotations
 
@@ -6,26 +6,45 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.models.base_model import SD_V1, SD_V2, BaseModel
-from sd_scripts.models.ldm_layout import sd1_text_encoder_to_ldm, sd2_text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+from sd_scripts.models.base_model import SD_V1, SD_V2, SD_V2_V, SDXL, BaseModel
+from sd_scripts.models.ldm_layout import (
+    SDXL_TEXT_PREFIX,
+    sd1_text_encoder_to_ldm,
+    sd2_text_encoder_to_ldm,
+    sdxl_text_encoder_2_to_ldm,
+    unet_to_ldm,
+    vae_to_ldm,
+)
 
 MODELSPEC_ARCHITECTURES = {
     SD_V1: "stable-diffusion-v1",
     SD_V2: "stable-diffusion-v2-512",
-    "sd_v2_v": "stable-diffusion-v2-768-v",
+    SD_V2_V: "stable-diffusion-v2-768-v",
+    SDXL: "stable-diffusion-xl-v1-base",
 }
 
 
 def ldm_state_dict(model: BaseModel) -> dict:
     """All tensors of the model under their LDM names (`model.diffusion_model.`, `first_stage_model.`,
-    `cond_stage_model.transformer.text_model.` for SD1 or `cond_stage_model.model.` for SD2)."""
-    tensors = unet_to_ldm(model.unet.state_dict(), model.unet.config, linear_projection=model.v2)
+    `cond_stage_model.transformer.text_model.` for SD1, `cond_stage_model.model.` for SD2, and
+    `conditioner.embedders.0.transformer.text_model.` + `conditioner.embedders.1.model.` for SDXL).
+
+    An SDXL v-prediction model also gets ComfyUI's empty `v_pred` marker, as NoobAI's files have, so that tools which
+    do not read the metadata see it too."""
+    tensors = unet_to_ldm(model.unet.state_dict(), model.unet.config, linear_projection=model.v2 or model.is_sdxl)
     tensors.update(vae_to_ldm(model.vae.state_dict(), len(model.vae.config.block_out_channels)))
     text_state = model.text_encoder.state_dict()
-    if model.v2:
+    if model.is_sdxl:
+        tensors.update(sd1_text_encoder_to_ldm(text_state, prefix=SDXL_TEXT_PREFIX))
+        second = model.text_encoder_2
+        tensors.update(sdxl_text_encoder_2_to_ldm(second.state_dict(), second.config.num_hidden_layers))
+        if model.v_parameterization:
+            tensors["v_pred"] = torch.zeros(0)
+    elif model.v2:
         tensors.update(sd2_text_encoder_to_ldm(text_state, model.text_encoder.config.num_hidden_layers))
     else:
         tensors.update(sd1_text_encoder_to_ldm(text_state))

@@ -1,4 +1,5 @@
-"""The original (LDM / CompVis) single-file layout of SD1.x/2.x, and how our diffusers modules map onto it.
+"""The original single-file layout of SD1.x/2.x (LDM / CompVis) and SDXL (SGM, the same U-Net names), and how our
+diffusers modules map onto it.
 
 Reading single files goes through diffusers' own converters (see single_file.py); writing them back is done here,
 rule by rule, so that a file we write reads back identically in diffusers, A1111, ComfyUI and sd-scripts.
@@ -12,10 +13,14 @@ from collections.abc import Mapping
 
 import torch
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-SD1_TEXT_PREFIX = "cond_stage_model.transformer."  # OpenAI CLIP in transformers layout (+ "text_model.")
-SD2_TEXT_PREFIX = "cond_stage_model.model."  # OpenCLIP layout
+from sd_scripts.models.checkpoint_header import (  # noqa: F401  (the prefixes are part of the layout)
+    SD1_TEXT_PREFIX,
+    SD2_TEXT_PREFIX,
+    SDXL_TEXT_2_PREFIX,
+    SDXL_TEXT_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+)
 
 UNET_RESNET_NAMES = {
     "norm1": "in_layers.0",
@@ -42,6 +47,8 @@ def unet_key_to_ldm(key: str, layers_per_block: int, up_block_types: list[str]) 
     fixed = {
         "time_embedding.linear_1": "time_embed.0",
         "time_embedding.linear_2": "time_embed.2",
+        "add_embedding.linear_1": "label_emb.0.0",  # SDXL's size/crop + pooled-text embedding
+        "add_embedding.linear_2": "label_emb.0.2",
         "conv_in": "input_blocks.0.0",
         "conv_norm_out": "out.0",
         "conv_out": "out.2",
@@ -122,19 +129,19 @@ def vae_to_ldm(state_dict: Mapping[str, torch.Tensor], num_blocks: int, prefix: 
     return converted
 
 
-def sd1_text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """transformers 5 names have no `text_model.`; SD1 single files do."""
+def sd1_text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor], prefix: str = SD1_TEXT_PREFIX) -> dict[str, torch.Tensor]:
+    """OpenAI CLIP (SD1's encoder; SDXL's first under `SDXL_TEXT_PREFIX`): transformers 5 names have no
+    `text_model.`; single files do."""
     return {
-        f"{SD1_TEXT_PREFIX}text_model.{key}": tensor.contiguous()
+        f"{prefix}text_model.{key}": tensor.contiguous()
         for key, tensor in state_dict.items()
         if not key.endswith("position_ids")
     }
 
 
-def sd2_text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
-    """OpenCLIP layout. SD2 loading drops OpenCLIP's last layer, so, as sd-scripts does, a copy of the last layer we
-    have is written in its place, with an identity text projection: the file then has the 24-block shape other
-    tools expect, and those extra tensors are never used to condition the UNet."""
+def open_clip_text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """A CLIPTextModel's tensors (no `text_model.` prefix) in OpenCLIP names, without a prefix; q/k/v are merged
+    into OpenCLIP's in_proj."""
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
         if key.endswith("position_ids"):
@@ -156,6 +163,14 @@ def sd2_text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor], num_layers: 
         for leaf in ("weight", "bias"):
             parts = [state_dict[f"encoder.layers.{layer}.self_attn.{p}_proj.{leaf}"] for p in "qkv"]
             converted[f"transformer.resblocks.{layer}.attn.in_proj_{leaf}"] = torch.cat(parts)
+    return converted
+
+
+def sd2_text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """OpenCLIP layout. SD2 loading drops OpenCLIP's last layer, so, as sd-scripts does, a copy of the last layer we
+    have is written in its place, with an identity text projection: the file then has the 24-block shape other
+    tools expect, and those extra tensors are never used to condition the UNet."""
+    converted = open_clip_text_encoder_to_ldm(state_dict, num_layers)
     last = f"transformer.resblocks.{num_layers - 1}."
     for key in [k for k in converted if k.startswith(last)]:
         converted[key.replace(last, f"transformer.resblocks.{num_layers}.")] = converted[key].clone()
@@ -164,3 +179,15 @@ def sd2_text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor], num_layers: 
     # OpenCLIP's initial value; SD never uses it
     converted["logit_scale"] = torch.tensor(math.log(1 / 0.07), dtype=token_embedding.dtype)
     return {SD2_TEXT_PREFIX + key: tensor.contiguous() for key, tensor in converted.items()}
+
+
+def sdxl_text_encoder_2_to_ldm(state_dict: Mapping[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """SDXL's OpenCLIP-G from a CLIPTextModelWithProjection: every layer, and the projection as OpenCLIP stores it
+    ([width, embedding], the transpose of the Linear weight)."""
+    text_model = {key.removeprefix("text_model."): tensor for key, tensor in state_dict.items() if key.startswith("text_model.")}
+    converted = open_clip_text_encoder_to_ldm(text_model, num_layers)
+    projection = state_dict["text_projection.weight"]
+    converted["text_projection"] = projection.T
+    # a trained CLIP's clamped value, as SDXL base stores it; SDXL never uses it
+    converted["logit_scale"] = torch.tensor(math.log(100.0), dtype=projection.dtype)
+    return {SDXL_TEXT_2_PREFIX + key: tensor.contiguous() for key, tensor in converted.items()}

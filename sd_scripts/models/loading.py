@@ -1,7 +1,7 @@
-"""`load_base_model`: a single-file SD1/SD2 checkpoint or a diffusers folder, as diffusers modules, offline.
+"""`load_base_model`: a single-file SD1/SD2/SDXL checkpoint or a diffusers folder, as diffusers modules, offline.
 
 The file decides the family; when the user's v2 / v_parameterization answers disagree with it, the file wins and
-a sentence in `BaseModel.notes` says so (family rules: family.py).
+a sentence in `BaseModel.notes` says so (family rules: checkpoint_header.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.models.base_model import SD_V1, SD_V2, SD_V2_V, BaseModel
+from sd_scripts.models.base_model import SD_V1, SD_V2, SD_V2_V, SDXL, BaseModel
 from sd_scripts.models.checkpoint_file import read_checkpoint
-from sd_scripts.models.diffusers_folder import folder_is_sd2, folder_states_v_prediction, load_diffusers_folder
-from sd_scripts.models.family import detect_model_version, stated_v_prediction, unet_predicts_velocity
+from sd_scripts.models.checkpoint_header import family_from_keys, read_model_family
+from sd_scripts.models.diffusers_folder import load_diffusers_folder
+from sd_scripts.models.family import unet_predicts_velocity
 from sd_scripts.models.ldm_layout import VAE_PREFIX, vae_to_ldm
-from sd_scripts.models.single_file import text_encoder_from_ldm, unet_from_ldm, vae_from_ldm
-from sd_scripts.models.tokenizers import load_tokenizer
+from sd_scripts.models.shipped_assets import component_config
+from sd_scripts.models.single_file import text_encoder_2_from_ldm, text_encoder_from_ldm, unet_from_ldm, vae_from_ldm
+from sd_scripts.models.tokenizers import load_sdxl_tokenizers, load_tokenizer
 
 
 def load_base_model(
@@ -34,35 +36,41 @@ def load_base_model(
     path = Path(path).expanduser()
     if not path.exists():
         raise UserFacingError(f"The base model {path} does not exist; check the path and choose the model again.")
+    text_encoder_2 = None
     if path.is_dir():
-        unet, model_vae, text_encoder = load_diffusers_folder(path)
-        file_v2 = folder_is_sd2(path)
-        stated_v = folder_states_v_prediction(path)
+        family = read_model_family(path)
+        unet, model_vae, text_encoder, text_encoder_2 = load_diffusers_folder(path, sdxl=family.is_sdxl)
     else:
         checkpoint, metadata = read_checkpoint(path)
-        version = detect_model_version({k: t.shape for k, t in checkpoint.items()}, metadata)
-        file_v2 = version != SD_V1
-        stated_v = stated_v_prediction(checkpoint.keys(), metadata)
-        unet = unet_from_ldm(checkpoint, version)
-        text_encoder = text_encoder_from_ldm(checkpoint, version)
+        family = family_from_keys(checkpoint, metadata)
+        unet = unet_from_ldm(checkpoint, family.version)
+        text_encoder = text_encoder_from_ldm(checkpoint, family.version)
+        if family.is_sdxl:
+            text_encoder_2 = text_encoder_2_from_ldm(checkpoint)
         has_vae = any(key.startswith(VAE_PREFIX) for key in checkpoint)
         if not has_vae and vae is None:
             raise UserFacingError(f"{path.name} has no VAE inside; choose a separate VAE file as well.")
-        model_vae = vae_from_ldm(checkpoint) if has_vae and vae is None else None
+        model_vae = vae_from_ldm(checkpoint, version=family.version) if has_vae and vae is None else None
         del checkpoint
+    file_v2 = family.version in (SD_V2, SD_V2_V)
     if vae is not None:
         model_vae = load_vae(vae)
+    # sd-scripts scales latents by its family's constant whatever VAE it is given (SDXL 0.13025, else 0.18215)
+    family_vae = SDXL if family.is_sdxl else SD_V1
+    model_vae.register_to_config(scaling_factor=component_config(family_vae, "vae")["scaling_factor"])
 
     notes: list[str] = []
     if v2 is not None and v2 != file_v2:
+        short = "SDXL" if family.is_sdxl else "SD1"
         notes.append(
             "This file is an SD2 model although v2 was not set: using v2."
             if file_v2
-            else "This file is an SD1 model although v2 was set: training it as SD1."
+            else f"This file is an {short} model although v2 was set: training it as {short}."
         )
+    stated_v = family.v_prediction
     if stated_v is None and file_v2:
         stated_v = unet_predicts_velocity(unet)
-    if stated_v is None:  # an SD1 file that does not say: follow the user, as sd-scripts does
+    if stated_v is None:  # an SD1 or SDXL file that does not say: follow the user, as sd-scripts does
         v_pred = bool(v_parameterization)
     else:
         v_pred = stated_v
@@ -72,17 +80,24 @@ def load_base_model(
                 if v_pred
                 else "This model predicts noise (epsilon), so v_parameterization was turned off."
             )
-    version = (SD_V2_V if v_pred else SD_V2) if file_v2 else SD_V1
+    if family.is_sdxl:
+        tokenizer, tokenizer_2 = load_sdxl_tokenizers(tokenizer_cache_dir)
+        version = SDXL
+    else:
+        tokenizer, tokenizer_2 = load_tokenizer(file_v2, tokenizer_cache_dir), None
+        version = (SD_V2_V if v_pred else SD_V2) if file_v2 else SD_V1
     return BaseModel(
         unet=unet,
         vae=model_vae,
         text_encoder=text_encoder,
-        tokenizer=load_tokenizer(file_v2, tokenizer_cache_dir),
+        tokenizer=tokenizer,
         version=version,
         v2=file_v2,
         v_parameterization=v_pred,
         path=str(path),
         notes=notes,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
     )
 
 

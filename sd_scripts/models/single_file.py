@@ -20,12 +20,12 @@ from diffusers.loaders.single_file_utils import (
     convert_open_clip_checkpoint,
 )
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from sd_scripts.errors import UserFacingError
 from sd_scripts.models.architecture import text_encoder_config, unet_config, vae_config
-from sd_scripts.models.base_model import SD_V1
-from sd_scripts.models.ldm_layout import SD2_TEXT_PREFIX, VAE_PREFIX
+from sd_scripts.models.base_model import SD_V1, SDXL
+from sd_scripts.models.ldm_layout import SD2_TEXT_PREFIX, SDXL_TEXT_2_PREFIX, VAE_PREFIX
 
 Tensors = Mapping[str, torch.Tensor]
 
@@ -41,7 +41,7 @@ def _fill(module: nn.Module, state_dict: Tensors, what: str) -> nn.Module:
         module.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as error:
         raise UserFacingError(
-            f"The {what} in this file has a layout this trainer does not recognise; choose a standard SD 1.x/2.x model."
+            f"The {what} in this file has a layout this trainer does not recognise; choose a standard SD 1.x/2.x or SDXL model."
         ) from error
     return module.eval()
 
@@ -50,21 +50,22 @@ def unet_from_ldm(checkpoint: Tensors, version: str) -> UNet2DConditionModel:
     try:
         config = unet_config(_shapes(checkpoint), version)
     except (KeyError, IndexError, StopIteration, ValueError) as error:
-        raise UserFacingError("The UNet in this file has an unexpected layout; choose a standard SD 1.x/2.x model.") from error
+        raise UserFacingError("The UNet in this file has an unexpected layout; choose a standard SD 1.x/2.x or SDXL model.") from error
     converted = convert_ldm_unet_checkpoint(checkpoint, config)
     for key, tensor in converted.items():  # SD2 stores proj_in/proj_out as Linear; we keep them as 1x1 convs
-        if re.search(r"\.proj_(in|out)\.weight$", key) and tensor.ndim == 2:
+        if not config["use_linear_projection"] and re.search(r"\.proj_(in|out)\.weight$", key) and tensor.ndim == 2:
             converted[key] = tensor[:, :, None, None]
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(config)
     return _fill(unet, converted, "UNet")
 
 
-def vae_from_ldm(checkpoint: Tensors, prefix: str = VAE_PREFIX) -> AutoencoderKL:
-    """The VAE under `prefix` (`first_stage_model.` in a full checkpoint, "" in a VAE-only file)."""
+def vae_from_ldm(checkpoint: Tensors, prefix: str = VAE_PREFIX, version: str = SD_V1) -> AutoencoderKL:
+    """The VAE under `prefix` (`first_stage_model.` in a full checkpoint, "" in a VAE-only file), configured for the
+    family `version` (SDXL's latent scale differs)."""
     vae_tensors = {key[len(prefix):]: tensor for key, tensor in checkpoint.items() if key.startswith(prefix)}
     try:
-        config = vae_config(_shapes(vae_tensors), prefix="")
+        config = vae_config(_shapes(vae_tensors), prefix="", version=version)
     except (KeyError, IndexError) as error:
         raise UserFacingError("The VAE in this file has an unexpected layout; choose a standard SD VAE.") from error
     converted = convert_ldm_vae_checkpoint(vae_tensors, config)
@@ -74,16 +75,16 @@ def vae_from_ldm(checkpoint: Tensors, prefix: str = VAE_PREFIX) -> AutoencoderKL
 
 
 def text_encoder_from_ldm(checkpoint: Tensors, version: str) -> CLIPTextModel:
-    """SD1: OpenAI CLIP, with or without `text_model.` in its keys. SD2: OpenCLIP converted to CLIP with its last
-    layer dropped (23 of 24 for real SD2), as sd-scripts and SD2's own diffusers config do."""
+    """SD1 and SDXL's first encoder: OpenAI CLIP, with or without `text_model.` in its keys. SD2: OpenCLIP converted
+    to CLIP with its last layer dropped (23 of 24 for real SD2), as sd-scripts and SD2's own diffusers config do."""
     try:
         config = CLIPTextConfig(**text_encoder_config(_shapes(checkpoint), version))
     except (KeyError, StopIteration, ValueError) as error:
         raise UserFacingError("The text encoder in this file has an unexpected layout; choose a standard SD model.") from error
     with init_empty_weights():
         text_encoder = CLIPTextModel(config)
-    if version == SD_V1:
-        converted = convert_ldm_clip_checkpoint(checkpoint)
+    if version in (SD_V1, SDXL):
+        converted = convert_ldm_clip_checkpoint(checkpoint)  # strips SD1's and SDXL's CLIP-L prefixes
     else:
         dropped = f"{SD2_TEXT_PREFIX}transformer.resblocks.{config.num_hidden_layers}."
         kept = {k: v for k, v in checkpoint.items() if k.startswith(SD2_TEXT_PREFIX) and not k.startswith(dropped)}
@@ -94,3 +95,17 @@ def text_encoder_from_ldm(checkpoint: Tensors, version: str) -> CLIPTextModel:
         if not key.endswith("position_ids") and key != "text_projection.weight"
     }
     return _fill(text_encoder, converted, "text encoder")
+
+
+def text_encoder_2_from_ldm(checkpoint: Tensors) -> CLIPTextModelWithProjection:
+    """SDXL's OpenCLIP-G (`conditioner.embedders.1.model.`) as CLIP with its text projection, every layer kept: the
+    pooled embedding comes from the last one."""
+    try:
+        config = CLIPTextConfig(**text_encoder_config(_shapes(checkpoint), SDXL, second=True))
+    except (KeyError, StopIteration, ValueError) as error:
+        raise UserFacingError("The second text encoder in this file has an unexpected layout; choose a standard SDXL model.") from error
+    with init_empty_weights():
+        text_encoder = CLIPTextModelWithProjection(config)
+    second = {key: tensor for key, tensor in checkpoint.items() if key.startswith(SDXL_TEXT_2_PREFIX)}
+    converted = convert_open_clip_checkpoint(text_encoder, second, prefix=SDXL_TEXT_2_PREFIX)
+    return _fill(text_encoder, converted, "second text encoder")
