@@ -15,7 +15,7 @@ from wizard.app import EXIT_FAILED, EXIT_OK, main
 from wizard.askers.base import Asker
 from wizard.askers.scripted import ScriptedAsker
 from wizard.config import TrainConfig
-from wizard.question import CANCEL, Question
+from wizard.question import CANCEL, Dropped, Question
 
 BUILT_IN = ("Train a LoRA", "Train again like a LoRA", "Run a queue of saved settings", "Try the built-in demo")
 
@@ -134,6 +134,34 @@ def test_closing_the_first_popup_leaves_without_asking_since_nothing_would_be_lo
     assert session.run(asker) == EXIT_FAILED  # nothing was done: not a success for a script that waits on it
     assert asker.asked == ["what_to_do"] and session.trained == session.demos == session.tool_calls == []
     assert asker.messages == []
+
+
+def test_a_settings_file_dropped_on_the_first_popup_trains_with_its_settings(project: Project):
+    saved = project.json_folder / "mychar.json"
+    saved.write_text(json.dumps({"config_version": 1, "net_dim": 12, "base_model": str(project.base_model),
+                                 "img_folder": str(project.img_folder), "output_folder": str(project.output_folder)}),
+                     encoding="utf-8")
+    session = Session()
+    asker = ScriptedAsker({"what_to_do": Dropped(str(saved))})
+    assert session.run(asker) == EXIT_OK
+    (config, _), = session.trained
+    assert config.get("net_dim") == 12 and config.origin("net_dim") == "loaded"
+    assert "load_json" not in asker.asked and "base_model" not in asker.asked  # the file said them
+
+
+def test_a_dropped_file_that_is_not_settings_says_so_and_the_first_popup_comes_back(project: Project):
+    image = project.img_folder / "10_mychar" / "a.png"
+    image.write_bytes(b"not really")
+    broken = project.json_folder / "broken.json"
+    broken.write_text("{ not json", encoding="utf-8")
+    session = Session()
+    asker = ScriptedAsker({"what_to_do": [Dropped(str(image)), Dropped(str(broken)), "Try the built-in demo"]})
+    assert session.run(asker) == EXIT_OK
+    assert asker.asked == ["what_to_do"] * 3 and session.trained == [] and session.demos == [None]
+    (first, second) = asker.messages
+    assert first == ("error", "Could not load the settings", "a.png is not a settings file; drop a settings .json or "
+                     ".toml file, or a LoRA .safetensors, to train with its settings.")
+    assert second[:2] == ("error", "Could not load the settings") and "broken.json" in second[2]
 
 
 def test_every_side_tool_has_an_entry_and_the_built_in_ones_come_first():

@@ -21,7 +21,7 @@ from test_tk_fixtures import ScreenReader, answer_on_screen
 from wizard.askers.base import SummaryRow
 from wizard.askers.tk_asker import TkAsker, question_title
 from wizard.askers.tk_theme import has_drag_and_drop
-from wizard.question import Question
+from wizard.question import Dropped, Question
 from xvfb import VirtualDisplay, shared_virtual_display, virtual_display  # noqa: F401  (fixtures)
 
 FOLDER = Question("img_folder", "folder", "Where are your training images?")
@@ -43,13 +43,14 @@ def entry_centre(popup: tk.Toplevel) -> tuple[int, int]:
 
 
 def drop_when_shown(root: tk.Tk, paths: list[Path], dropped: threading.Event,
-                    where: Callable[[tk.Toplevel], tuple[int, int] | None] = entry_centre) -> None:
-    """Once the newest popup is mapped and `where` finds the spot (the middle of its entry), drop `paths` there,
-    as XDND does."""
+                    where: Callable[[tk.Toplevel], tuple[int, int] | None] = entry_centre,
+                    read: threading.Event | None = None) -> None:
+    """Once the newest popup is mapped (and `read` is set: the test has read it) and `where` finds the spot (the
+    middle of its entry), drop `paths` there, as XDND does."""
 
     def when_mapped() -> None:
         popups = [widget for widget in root.winfo_children() if isinstance(widget, tk.Toplevel)]
-        if not popups or not popups[-1].winfo_ismapped():
+        if not popups or not popups[-1].winfo_ismapped() or (read is not None and not read.is_set()):
             root.after(20, when_mapped)
             return
         popup = popups[-1]
@@ -131,14 +132,35 @@ def row_centre(field: str) -> Callable[[tk.Toplevel], tuple[int, int] | None]:
 def test_a_folder_dropped_on_a_summary_row_of_a_path_replaces_it(virtual_display, asker, tmp_path):
     folder = tmp_path / "new images"
     folder.mkdir()
-    dropped = threading.Event()
-    drop_when_shown(asker.root, [folder], dropped, where=row_centre("output_folder"))
+    dropped, read = threading.Event(), threading.Event()
+    drop_when_shown(asker.root, [folder], dropped, where=row_centre("output_folder"), read=read)
 
     def check_the_drop_was_made(reader: ScreenReader) -> None:
         seen = reader.look("Check your settings")
+        read.set()
         assert any("dropped on the row of a path" in label for label in seen.labels)
         assert dropped.wait(20), "the drop was not made"
 
     action = answer_on_screen(asker.root, lambda: asker.summary(SUMMARY_ROWS, "Check your settings"),
                               check_the_drop_was_made)
     assert action == ("drop", "output_folder", str(folder))
+
+
+def test_a_settings_file_dropped_on_a_choice_popup_that_takes_files_is_the_answer(virtual_display, asker, tmp_path):
+    settings = tmp_path / "my settings.json"
+    settings.write_text("{}", encoding="utf-8")
+    first_popup = Question("what_to_do", "choice", "What would you like to do?", choices=("Train", "Demo"),
+                           extensions=("json", "toml"))
+    dropped, read = threading.Event(), threading.Event()
+    drop_when_shown(asker.root, [settings], dropped, read=read,
+                    where=lambda popup: (popup.winfo_rootx() + 20, popup.winfo_rooty() + 20))
+
+    def check_the_drop_was_made(reader: ScreenReader) -> None:
+        seen = reader.look(question_title(first_popup))
+        read.set()
+        assert any("drop a file (.json, .toml)" in label for label in seen.labels)
+        assert dropped.wait(20), "the drop was not made"
+
+    answer = answer_on_screen(asker.root, lambda: asker.ask(first_popup, "Train", can_go_back=False),
+                              check_the_drop_was_made)
+    assert answer == Dropped(str(settings))

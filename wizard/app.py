@@ -23,7 +23,7 @@ from wizard.askers.console import ConsoleAsker
 from wizard.config import TrainConfig
 from wizard.formats import settings_file
 from wizard.graph import review, walk
-from wizard.question import BACK, CANCEL, Question
+from wizard.question import BACK, CANCEL, Dropped, Question
 from wizard.queue import QueuePosition, RunResult, run_queue
 
 EXIT_OK = 0
@@ -149,7 +149,8 @@ def run_popups(
 ) -> int:
     """The guided session: what to do, then for a training the starter questions, the training questions, the
     summary, and the training. `--queue` and `--load-json` (or `--from-lora`) have already said what to do, so they
-    skip the first popup. "Train again like a LoRA" asks for the LoRA instead of the starter questions.
+    skip the first popup, as a settings file dropped on it does. "Train again like a LoRA" asks for the LoRA instead
+    of the starter questions.
     """
     if queue is not None:
         return _run_queue(queue, train, asker)
@@ -157,6 +158,14 @@ def run_popups(
         return _guided_training(flows, _load(load_json, TrainConfig(), asker), asker, train, preflight)
     tools = tools or {}
     choice = ask_what_to_do(flows["what_to_do"], tools, asker)
+    while isinstance(choice, Dropped):  # a settings file dropped on the first popup: as --load-json
+        try:
+            config = _load(_settings_file(choice.path), TrainConfig(), asker)
+        except UserFacingError as problem:
+            asker.error("Could not load the settings", str(problem))
+            choice = ask_what_to_do(flows["what_to_do"], tools, asker)
+            continue
+        return _guided_training(flows, config, asker, train, preflight)
     if choice is None:
         return EXIT_FAILED
     if choice == "queue":
@@ -181,8 +190,9 @@ def run_popups(
     return _guided_training(flows, config, asker, train, preflight)
 
 
-def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker: Asker) -> str | None:
-    """The first popup: the id of the chosen entry ("train", "queue", "demo" or a tool's name), None to quit.
+def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker: Asker) -> str | Dropped | None:
+    """The first popup: the id of the chosen entry ("train", "queue", "demo" or a tool's name), a settings file
+    dropped on it, or None to quit.
 
     The built-in entries are always offered; a side tool is offered when it is registered, with its entry's label
     or, for a tool no entry describes, with its name. Closing the popup (Escape, the close button) leaves at once:
@@ -196,7 +206,7 @@ def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker
     by_label = {entry.text: entry.id for entry in offered}
     question = Question(
         id=WHAT_TO_DO_ID, kind="choice", text="What would you like to do?", choices=tuple(by_label),
-        help="\n".join(f"{entry.text}: {entry.help}" for entry in offered),
+        help="\n".join(f"{entry.text}: {entry.help}" for entry in offered), extensions=settings_file.EXTENSIONS,
     )
     error: str | None = None
     while True:
@@ -204,6 +214,8 @@ def ask_what_to_do(choices: Sequence[Question], tools: Mapping[str, Tool], asker
         error = None
         if answer is CANCEL:
             return None
+        if isinstance(answer, Dropped):
+            return answer
         if answer in by_label:
             return by_label[answer]
         if answer is not BACK:
@@ -313,6 +325,14 @@ def _load(path: str, into: TrainConfig, asker: Asker) -> TrainConfig:
     if warnings:
         asker.info("Settings loaded", "\n".join(warnings))
     return config
+
+
+def _settings_file(path: str) -> str:
+    """`path` when its name says it is a settings file or a LoRA; the content is checked when it is loaded."""
+    if Path(path).suffix.lower().lstrip(".") not in settings_file.EXTENSIONS:
+        raise UserFacingError(f"{Path(path).name} is not a settings file; drop a settings .json or .toml file, or a "
+                              "LoRA .safetensors, to train with its settings.")
+    return path
 
 
 def _exit_code(result: RunResult) -> int:

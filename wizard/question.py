@@ -30,6 +30,14 @@ BACK = _Signal("BACK")  # the user asked for the previous question
 CANCEL = _Signal("CANCEL")  # the user closed the dialog / pressed Escape: keep the default, never store 0 for it
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """The answer to a choice question when a file of its `extensions` was dropped on the popup instead (the first
+    popup takes a settings file this way)."""
+
+    path: str
+
+
 def always(config: "TrainConfig") -> bool:
     return True
 
@@ -45,7 +53,8 @@ class Question:
     field:     the TrainConfig field the answer is stored in (None for questions that only steer the flow).
     when:      asked only when this returns True for the config so far.
     choices:   for kind "choice"; labels shown as buttons.
-    extensions: for kind "file": accepted suffixes without the dot, e.g. ("safetensors", "ckpt").
+    extensions: for kind "file": accepted suffixes without the dot, e.g. ("safetensors", "ckpt"); for kind "choice":
+               a file with one of these suffixes may be dropped on the popup instead, answered as `Dropped(path)`.
     validate:  returns one sentence saying what is wrong with an answer, or None when it is fine.
     store:     how an answer is written into the config when it is not a plain `config.set(field, answer)`
                (e.g. "realistic model?" -> clip_skip 1 or 2); receives the answer and the config.

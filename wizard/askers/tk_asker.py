@@ -44,7 +44,7 @@ from wizard.askers.tk_widgets import (
     parse_list,
     show_message,
 )
-from wizard.question import BACK, CANCEL, Question
+from wizard.question import BACK, CANCEL, Dropped, Question
 from wizard.summary import by_topic
 
 APP_TITLE = "LoRA Wizard"
@@ -83,6 +83,11 @@ class TkAsker:
         if question.kind == "yesno":
             return self._ask_yes_no(dialog, default, back)
         if question.kind == "choice":
+            if question.extensions and has_drag_and_drop(self.root):
+                suffixes = ", ".join(f".{extension}" for extension in question.extensions)
+                dialog.add_text(f"You can also drop a file ({suffixes}) here from your file manager.", "Hint.TLabel")
+                accept_dropped_paths(dialog.window,
+                                     lambda paths, *where: dialog.finish(Dropped(os.path.normpath(paths[0]))))
             return self._ask_choice(dialog, question.choices, default, back)
         if question.kind == "list":
             return self._ask_list(dialog, default, back)
