@@ -34,6 +34,8 @@ SAVE_PRECISIONS = ("float", "fp16", "bf16")
 SAVE_FORMATS = ("safetensors", "ckpt", "pt")
 SAMPLERS = ("ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++",
             "dpmsingle", "k_lms", "k_euler", "k_euler_a", "k_dpm_2", "k_dpm_2_a")
+# The samplers whose diffusers scheduler can rescale its betas to zero terminal SNR (`rescale_betas_zero_snr`).
+ZERO_TERMINAL_SNR_SAMPLERS = ("ddim", "euler", "euler_a", "dpmsolver", "dpmsolver++", "k_euler", "k_euler_a")
 
 
 def _list() -> Any:

@@ -155,7 +155,7 @@ def run_benchmark(
     network_object.to(device, dtype=torch.float32)
     configure_attention(base.unet, base.vae, xformers=False, on_cuda=device.type == "cuda")
     if gradient_checkpointing:
-        enable_gradient_checkpointing(base.unet, base.text_encoder, text_encoder_trained=True)
+        enable_gradient_checkpointing(base.unet, [base.text_encoder], text_encoder_trained=True)
     groups = network_object.prepare_optimizer_params(1e-4, 1e-4, 1e-4)
     built = build_optimizer(resolve_optimizer(optimizer), groups, 1e-4, {})
     _, optimizer_object = accelerator.prepare(network_object, built.optimizer)

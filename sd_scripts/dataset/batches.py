@@ -37,6 +37,7 @@ class Batch:
     pixels: Tensor | None  # [B, 3, H, W] float32 in [-1, 1]
     latents: Tensor | None  # [B, C, H/8, W/8] float32, as the cache's encode returned them
     image_paths: list[Path]
+    image_indices: list[int]  # into plan.images (the text-encoder output cache is looked up by them)
     # SDXL's size conditioning, [B, 2] int64 each (sd-scripts' batch keys); every family's batch carries them.
     original_sizes_hw: Tensor
     crop_top_lefts: Tensor
@@ -95,6 +96,7 @@ def load_batch(
         pixels=None if latent_cache is not None else stacked,
         latents=stacked if latent_cache is not None else None,
         image_paths=[plan.images[index].path for index in spec.images],
+        image_indices=list(spec.images),
         original_sizes_hw=torch.tensor([original for original, _, _ in sizes], dtype=torch.int64),
         crop_top_lefts=torch.tensor([crop for _, crop, _ in sizes], dtype=torch.int64),
         target_sizes_hw=torch.tensor([target for _, _, target in sizes], dtype=torch.int64),

@@ -156,6 +156,11 @@ def save_latents_npz(path: Path, latents: Tensor, flipped: Tensor | None, image:
         arrays["latents_flipped"] = flipped.numpy()
     elif "latents_flipped" in arrays and arrays["latents_flipped"].shape != latents.shape:
         del arrays["latents_flipped"]
+    write_npz_atomically(path, arrays)
+
+
+def write_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez through a temporary file, so an interrupted write never leaves a damaged cache file."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:

@@ -36,9 +36,15 @@ from sd_scripts.dataset.latent_cache import cache_latents
 from sd_scripts.dataset.loader import BatchLoader
 from sd_scripts.dataset.plan import scan_dataset
 from sd_scripts.dataset.settings import DatasetSettings
+from sd_scripts.dataset.text_encoder_cache import (
+    TextEncoderCache,
+    cache_text_encoder_outputs,
+    ensure_text_encoder_outputs_cacheable,
+)
 from sd_scripts.errors import UserFacingError
 from sd_scripts.events import EpochEnd, EventHandler, Finished, SampleMade, Saved, Started, Step
-from sd_scripts.models import encode_tokens, load_base_model, tokenize
+from sd_scripts.models import load_base_model
+from sd_scripts.models.text_encoding import encode_sdxl_tokens, encode_tokens, sdxl_time_ids, tokenize
 from sd_scripts.networks.base import Network
 from sd_scripts.networks.factory import create_network, network_from_file, spec_from_args
 from sd_scripts.optimizer_kinds import parse_optimizer_args, resolve_optimizer
@@ -70,7 +76,7 @@ from sd_scripts.training.state import (
     save_training_state,
 )
 from sd_scripts.training.step import NoiseSettings, unet_loss
-from sd_scripts.training.validation import validate_args
+from sd_scripts.training.validation import caches_text_encoder_outputs, check_settings_for_model, validate_args
 
 logger = logging.getLogger("sd_scripts.train")
 
@@ -108,6 +114,8 @@ class TrainingSession:
             self.plan.batches_per_epoch, args.gradient_accumulation_steps, args.max_train_steps, args.max_train_epochs
         )
         self.plan.max_train_steps = self.length.total_steps  # epochs may decide the length (token warmup reads it)
+        if caches_text_encoder_outputs(args):
+            ensure_text_encoder_outputs_cacheable(self.plan)
         self.position = RunPosition(global_step=0, epoch=1, batches_done=0, total_steps=self.length.total_steps)
         if args.resume:
             self.position = read_position(Path(args.resume))
@@ -131,11 +139,14 @@ class TrainingSession:
         )
         self.note(*self.model.notes)
         self.v_parameterization = self.model.v_parameterization
+        self.note(*check_settings_for_model(args, self.plan, self.model.is_sdxl, self.v_parameterization))
+        # sd-scripts' no_half_vae: the VAE stays float32 under mixed precision (SDXL's overflows in fp16).
+        self.vae_dtype = torch.float32 if args.no_half_vae else self.weight_dtype
 
         self.network = self.build_network()
         self.prepare_models()
         self.build_optimizer_and_schedule()
-        self.noise_scheduler = make_noise_scheduler(self.v_parameterization)
+        self.noise_scheduler = make_noise_scheduler(self.v_parameterization, args.zero_terminal_snr)
         self.noise_settings = NoiseSettings(
             v_parameterization=self.v_parameterization,
             noise_offset=args.noise_offset,
@@ -147,7 +158,8 @@ class TrainingSession:
         self.latent_cache = None
         if args.cache_latents or args.cache_latents_to_disk:
             self.latent_cache = cache_latents(self.plan, self.encode_pixels, to_disk=args.cache_latents_to_disk,
-                                              vae_batch_size=args.vae_batch_size)
+                                              vae_batch_size=args.vae_batch_size, sdxl=self.model.is_sdxl)
+        self.text_encoder_cache = self.cache_text_encoder_outputs() if caches_text_encoder_outputs(args) else None
         self.batches = BatchLoader(self.plan, self.latent_cache, num_workers=args.max_data_loader_n_workers,
                                    persistent_workers=args.persistent_data_loader_workers,
                                    pin_memory=self.device.type == "cuda")
@@ -169,6 +181,7 @@ class TrainingSession:
             lr_warmup_steps=self.warmup_steps,
             optimizer=self.optimizer_description,
             model_files=model_file_metadata(args.pretrained_model_name_or_path, args.vae),
+            v_parameterization=self.v_parameterization,
         )
         self.logs = open_run_logs(args, table=self.outputs.loss_table(), plot=self.outputs.loss_plot(),
                                   network=self.network, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
@@ -203,12 +216,12 @@ class TrainingSession:
         spec = spec_from_args(args)
         torch.manual_seed(args.seed)  # the initial weights depend on the seed alone, not on what loading drew
         if args.network_weights and args.dim_from_weights:
-            network = network_from_file(args.network_weights, model.text_encoder, model.unet,
+            network = network_from_file(args.network_weights, self.network_text_encoders(), model.unet,
                                         block_lr_options=spec.options, train_unet=spec.train_unet,
                                         train_text_encoder=spec.train_text_encoder)
             self.note(f"Continuing from the LoRA {args.network_weights}, with its own type, dims and alphas.")
         else:
-            network = create_network(spec, model.text_encoder, model.unet)
+            network = create_network(spec, self.network_text_encoders(), model.unet)
             if args.network_weights:
                 state_dict, _ = load_lora_file(args.network_weights)
                 network.load_weights(state_dict)
@@ -216,15 +229,45 @@ class TrainingSession:
         network.apply_to()
         return network
 
+    def network_text_encoders(self):
+        """What the network wraps: SD1/SD2's one text encoder, or SDXL's two (named te1 and te2 in the file)."""
+        return self.model.text_encoders if self.model.is_sdxl else self.model.text_encoder
+
     def prepare_models(self) -> None:
         """Freeze the base model in the training precision; LoRA weights stay float32 (mixed precision proper)."""
         model, args = self.model, self.args
-        freeze_base_model((model.unet, model.vae, model.text_encoder), self.device, self.weight_dtype)
+        freeze_base_model((model.unet, *model.text_encoders), self.device, self.weight_dtype)
+        freeze_base_model((model.vae,), self.device, self.vae_dtype)
         self.network.to(self.device, dtype=torch.float32)
         self.note(*configure_attention(model.unet, model.vae, xformers=args.xformers, on_cuda=self.device.type == "cuda"))
         if args.gradient_checkpointing:
-            enable_gradient_checkpointing(model.unet, model.text_encoder,
+            enable_gradient_checkpointing(model.unet, model.text_encoders,
                                           text_encoder_trained=bool(self.network.text_encoder_loras))
+
+    def cache_text_encoder_outputs(self) -> TextEncoderCache:
+        """Encode every caption once (SDXL, text encoders frozen); on a GPU the encoders then wait in RAM."""
+        args = self.args
+
+        @torch.no_grad()
+        def encode(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            context, pooled = self.encode_sdxl_captions(captions)
+            width = self.model.text_encoder.config.hidden_size
+            return context[..., :width], context[..., width:], pooled
+
+        cache = cache_text_encoder_outputs(
+            self.plan, encode, to_disk=args.cache_text_encoder_outputs_to_disk,
+            base_model=Path(args.pretrained_model_name_or_path).name, token_length=(args.max_token_length or 75) + 2,
+            batch_size=args.vae_batch_size,
+        )
+        if self.device.type == "cuda":
+            self.move_text_encoders("cpu")
+        return cache
+
+    def move_text_encoders(self, device: torch.device | str) -> None:
+        for text_encoder in self.model.text_encoders:
+            text_encoder.to(device)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def build_optimizer_and_schedule(self) -> None:
         args = self.args
@@ -256,7 +299,7 @@ class TrainingSession:
     @torch.no_grad()
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """VAE latents: a sample of the latent distribution, as sd-scripts caches them (not yet scaled)."""
-        return self.model.vae.encode(pixels.to(self.device, dtype=self.weight_dtype)).latent_dist.sample()
+        return self.model.vae.encode(pixels.to(self.device, dtype=self.vae_dtype)).latent_dist.sample()
 
     def encode_captions(self, captions: list[str]) -> torch.Tensor:
         args = self.args
@@ -267,22 +310,46 @@ class TrainingSession:
                 v2=self.model.v2,
             )
 
+    def encode_sdxl_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDXL's context and pooled embedding; the second tokenizer pads with "!" and is windowed as SD2's."""
+        model, length = self.model, self.args.max_token_length
+        ids1 = tokenize(model.tokenizer, captions, length, v2=False).to(self.device)
+        ids2 = tokenize(model.tokenizer_2, captions, length, v2=True).to(self.device)
+        with torch.set_grad_enabled(self.train_text_encoder), self.accelerator.autocast():
+            return encode_sdxl_tokens(model.text_encoder, model.text_encoder_2, ids1, ids2, max_token_length=length,
+                                      eos_token_id=model.tokenizer_2.eos_token_id)
+
+    def sdxl_conditioning(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The context and the U-Net's added conditioning (pooled embedding, size/crop time ids) of one batch."""
+        if self.text_encoder_cache is not None:
+            context, pooled = self.text_encoder_cache.get(batch.image_indices)
+            context, pooled = context.to(self.device, self.weight_dtype), pooled.to(self.device, self.weight_dtype)
+        else:
+            context, pooled = self.encode_sdxl_captions(batch.captions)
+        time_ids = sdxl_time_ids(batch.original_sizes_hw, batch.crop_top_lefts, batch.target_sizes_hw)
+        return context, {"text_embeds": pooled, "time_ids": time_ids.to(self.device, torch.float32)}
+
     def batch_loss(self, batch: Batch) -> torch.Tensor:
         """The diffusion loss of one data batch with the LoRA applied."""
         if batch.latents is not None:
             latents = batch.latents.to(self.device, dtype=self.weight_dtype, non_blocking=True)
         else:
-            latents = self.encode_pixels(batch.pixels.to(self.device, non_blocking=True))
+            latents = self.encode_pixels(batch.pixels.to(self.device, non_blocking=True)).to(self.weight_dtype)
         latents = latents * self.model.vae.config.scaling_factor
+        if self.model.is_sdxl:
+            context, added_cond_kwargs = self.sdxl_conditioning(batch)
+        else:
+            context, added_cond_kwargs = self.encode_captions(batch.captions), None
         return unet_loss(
             self.model.unet,
             self.noise_scheduler,
             latents,
-            self.encode_captions(batch.captions),
+            context,
             batch.loss_weights,
             self.noise_generator,
             self.noise_settings,
             self.accelerator.autocast,
+            added_cond_kwargs,
         )
 
     def optimizer_step(self, batches: list[Batch]) -> float:
@@ -461,24 +528,34 @@ class TrainingSession:
         args = self.args
         self.network.eval()  # samples show the whole network: full rank, no dropout
         self.optimizer.eval()  # and, with a schedule-free optimizer, its averaged weights
-        made = generate_samples(
-            self.sample_prompts,
-            unet=self.model.unet,
-            vae=self.model.vae,
-            text_encoder=self.model.text_encoder,
-            tokenizer=self.model.tokenizer,
-            settings=SampleSettings(
-                sampler=args.sample_sampler,
-                v2=self.model.v2,
-                v_parameterization=self.v_parameterization,
-                clip_skip=args.clip_skip,
-                max_token_length=args.max_token_length,
-                default_seed=args.seed,
-            ),
-            autocast=self.accelerator.autocast,
-            folder=self.outputs.samples(),
-            file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
-        )
+        waiting = self.text_encoder_cache is not None and self.device.type == "cuda"
+        if waiting:  # the cached run keeps its text encoders in RAM between samples
+            self.move_text_encoders(self.device)
+        try:
+            made = generate_samples(
+                self.sample_prompts,
+                unet=self.model.unet,
+                vae=self.model.vae,
+                text_encoder=self.model.text_encoder,
+                tokenizer=self.model.tokenizer,
+                text_encoder_2=self.model.text_encoder_2,
+                tokenizer_2=self.model.tokenizer_2,
+                settings=SampleSettings(
+                    sampler=args.sample_sampler,
+                    v2=self.model.v2,
+                    v_parameterization=self.v_parameterization,
+                    clip_skip=args.clip_skip,
+                    max_token_length=args.max_token_length,
+                    default_seed=args.seed,
+                    zero_terminal_snr=args.zero_terminal_snr,
+                ),
+                autocast=self.accelerator.autocast,
+                folder=self.outputs.samples(),
+                file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
+            )
+        finally:
+            if waiting:
+                self.move_text_encoders("cpu")
         self.network.train()
         self.optimizer.train()
         for prompt_index, (path, prompt) in enumerate(made):

@@ -24,7 +24,13 @@ def training_target(
 
 
 def signal_to_noise_ratio(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), in float32."""
+    """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), in float32, of the schedule before any zero-terminal-SNR rescaling.
+
+    sd-scripts computes the SNR table that min-SNR weighting reads (`all_snr`) before it rescales the betas, so the
+    weights stay those of the original schedule (and finite at the last step, where the rescaled SNR is 0).
+    """
+    if scheduler.config.rescale_betas_zero_snr:
+        scheduler = DDPMScheduler.from_config(scheduler.config, rescale_betas_zero_snr=False)
     alphas_cumprod = scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)[timesteps]
     return alphas_cumprod / (1.0 - alphas_cumprod)
 

@@ -10,8 +10,12 @@ import torch
 from diffusers import DDPMScheduler
 
 
-def make_noise_scheduler(v_parameterization: bool) -> DDPMScheduler:
-    """The schedule Stable Diffusion 1.x/2.x were trained with (and sd-scripts trains LoRAs with)."""
+def make_noise_scheduler(v_parameterization: bool, zero_terminal_snr: bool = False) -> DDPMScheduler:
+    """The schedule Stable Diffusion 1.x/2.x and SDXL were trained with (and sd-scripts trains LoRAs with).
+
+    `zero_terminal_snr` rescales the betas so the last timestep is pure noise (Lin et al. 2023), as sd-scripts'
+    `fix_noise_scheduler_betas_for_zero_terminal_snr` does; diffusers' `rescale_betas_zero_snr` is the same formula.
+    """
     return DDPMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -19,6 +23,7 @@ def make_noise_scheduler(v_parameterization: bool) -> DDPMScheduler:
         num_train_timesteps=1000,
         clip_sample=False,
         prediction_type="v_prediction" if v_parameterization else "epsilon",
+        rescale_betas_zero_snr=zero_terminal_snr,
     )
 
 

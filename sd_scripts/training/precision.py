@@ -69,12 +69,16 @@ def freeze_base_model(modules: tuple[torch.nn.Module, ...], device: torch.device
         module.eval()
 
 
-def enable_gradient_checkpointing(unet: torch.nn.Module, text_encoder: torch.nn.Module, *, text_encoder_trained: bool) -> None:
+def enable_gradient_checkpointing(
+    unet: torch.nn.Module, text_encoders: list[torch.nn.Module], *, text_encoder_trained: bool
+) -> None:
     """Recompute activations in the backward pass instead of keeping them (sd-scripts' set-up)."""
     unet.enable_gradient_checkpointing()
     unet.train()
     if text_encoder_trained:
-        text_encoder.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
-        text_encoder.train()
-        # Checkpointed segments need an input that requires grad to pass gradients back to the LoRA.
-        text_encoder.embeddings.requires_grad_(True)
+        for text_encoder in text_encoders:
+            text_encoder.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
+            text_encoder.train()
+            # Checkpointed segments need an input that requires grad to pass gradients back to the LoRA.
+            # (transformers 5's CLIPTextModel holds its embeddings itself, CLIPTextModelWithProjection in text_model.)
+            getattr(text_encoder, "text_model", text_encoder).embeddings.requires_grad_(True)

@@ -3,6 +3,10 @@
 Prompt file: one prompt per line, `#` starts a comment line; options follow the prompt as ` --x value`:
 `--n` negative prompt, `--w` width, `--h` height (rounded down to a multiple of 8, at least 64), `--d` seed,
 `--l` guidance (CFG) scale, `--s` steps (1..1000). Defaults: 512x512, guidance 7.5, 30 steps.
+
+SDXL models sample with diffusers' StableDiffusionXLPipeline, given our own prompt encoding (the training's) and the
+default size conditioning (original = target = the sample's size, no crop). With zero terminal SNR the sampler gets
+the rescaled schedule and "trailing" timesteps, so sampling starts from pure noise as the model was trained.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from diffusers import (
     LMSDiscreteScheduler,
     PNDMScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
 )
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.models import encode_tokens, tokenize
+from sd_scripts.models.text_encoding import encode_sdxl_tokens, encode_tokens, tokenize
+from sd_scripts.training.validation import check_zero_terminal_snr_sampler
 
 # sd-scripts' sampler names -> (diffusers scheduler class, extra config), as its get_my_scheduler maps them.
 SAMPLERS = {
@@ -102,12 +108,15 @@ def parse_prompt_line(line: str) -> SamplePrompt:
     return sample
 
 
-def sample_scheduler(sampler: str, v_parameterization: bool):
+def sample_scheduler(sampler: str, v_parameterization: bool, zero_terminal_snr: bool = False):
     """A diffusers scheduler for sd-scripts' sampler name (`k_` aliases accepted), with SD's noise schedule."""
     name = sampler.lower().removeprefix("k_")
     if name not in SAMPLERS:
         raise UserFacingError(f"The sampler '{sampler}' is unknown; choose one of {', '.join(SAMPLERS)}.")
     scheduler_class, extra = SAMPLERS[name]
+    if zero_terminal_snr:
+        check_zero_terminal_snr_sampler(sampler)
+        extra = extra | {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
     # SD's own scheduler settings; steps_offset only where the class has it (DPMSolverSinglestep has not)
     accepted = inspect.signature(scheduler_class.__init__).parameters
     return scheduler_class(
@@ -130,6 +139,7 @@ class SampleSettings:
     clip_skip: int | None
     max_token_length: int | None
     default_seed: int | None
+    zero_terminal_snr: bool = False
 
 
 def generate_samples(
@@ -139,6 +149,8 @@ def generate_samples(
     vae,
     text_encoder,
     tokenizer,
+    text_encoder_2=None,
+    tokenizer_2=None,
     settings: SampleSettings,
     autocast: Callable[[], contextlib.AbstractContextManager],
     folder: Path,
@@ -150,18 +162,26 @@ def generate_samples(
     else derived from the run's seed, so the same prompt gives comparable images through the run.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    pipeline = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=sample_scheduler(settings.sampler, settings.v_parameterization),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    scheduler = sample_scheduler(settings.sampler, settings.v_parameterization, settings.zero_terminal_snr)
+    sdxl = text_encoder_2 is not None
+    if sdxl:
+        pipeline = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                             tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet,
+                                             scheduler=scheduler, add_watermarker=False)
+    else:
+        pipeline = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
     pipeline.set_progress_bar_config(disable=True)
-    modes = [(module, module.training) for module in (unet, vae, text_encoder)]
+    text_encoders = [text_encoder] + ([text_encoder_2] if sdxl else [])
+    modes = [(module, module.training) for module in (unet, vae, *text_encoders)]
     for module, _ in modes:
         module.eval()
     made = []
@@ -169,11 +189,19 @@ def generate_samples(
         for index, sample in enumerate(prompts):
             seed = sample.seed if sample.seed is not None else (settings.default_seed or 0) + index
             with torch.no_grad(), autocast():
-                prompt_embeds = _encode(sample.prompt, text_encoder, tokenizer, settings)
-                negative_embeds = _encode(sample.negative_prompt, text_encoder, tokenizer, settings)
+                if sdxl:
+                    embeds, pooled = _encode_sdxl(sample.prompt, text_encoders, (tokenizer, tokenizer_2), settings)
+                    negative, negative_pooled = _encode_sdxl(sample.negative_prompt, text_encoders,
+                                                             (tokenizer, tokenizer_2), settings)
+                    conditioning = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled,
+                                    "negative_prompt_embeds": negative, "negative_pooled_prompt_embeds": negative_pooled}
+                else:
+                    conditioning = {
+                        "prompt_embeds": _encode(sample.prompt, text_encoder, tokenizer, settings),
+                        "negative_prompt_embeds": _encode(sample.negative_prompt, text_encoder, tokenizer, settings),
+                    }
                 image = pipeline(
-                    prompt_embeds=prompt_embeds,
-                    negative_prompt_embeds=negative_embeds,
+                    **conditioning,
                     width=sample.width,
                     height=sample.height,
                     num_inference_steps=sample.steps,
@@ -193,6 +221,13 @@ def _encode(text: str, text_encoder, tokenizer, settings: SampleSettings) -> tor
     ids = tokenize(tokenizer, [text], settings.max_token_length, settings.v2).to(text_encoder.device)
     return encode_tokens(text_encoder, ids, clip_skip=settings.clip_skip, max_token_length=settings.max_token_length,
                          v2=settings.v2)
+
+
+def _encode_sdxl(text: str, text_encoders: list, tokenizers: tuple, settings: SampleSettings):
+    first, second = (tokenize(tokenizer, [text], settings.max_token_length, v2=index == 1)
+                     for index, tokenizer in enumerate(tokenizers))
+    return encode_sdxl_tokens(*text_encoders, first, second, max_token_length=settings.max_token_length,
+                              eos_token_id=tokenizers[1].eos_token_id)
 
 
 def _save_png_atomically(image, path: Path) -> None:

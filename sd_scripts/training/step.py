@@ -34,8 +34,13 @@ def unet_loss(
     generator: torch.Generator,
     settings: NoiseSettings,
     autocast: Callable[[], contextlib.AbstractContextManager],
+    added_cond_kwargs: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Noise `latents` (already scaled) at random timesteps and score the U-Net's prediction of the target."""
+    """Noise `latents` (already scaled) at random timesteps and score the U-Net's prediction of the target.
+
+    SDXL's U-Net also takes `added_cond_kwargs`: the pooled text embedding ("text_embeds") and the size
+    conditioning ("time_ids").
+    """
     noise = make_noise(
         latents,
         generator,
@@ -46,7 +51,7 @@ def unet_loss(
     timesteps = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, generator).to(latents.device)
     noisy_latents = scheduler.add_noise(latents, noise, timesteps)
     with autocast():
-        prediction = unet(noisy_latents, timesteps, text_embeddings).sample
+        prediction = unet(noisy_latents, timesteps, text_embeddings, added_cond_kwargs=added_cond_kwargs).sample
     target = training_target(scheduler, latents, noise, timesteps, settings.v_parameterization)
     return diffusion_loss(
         prediction,

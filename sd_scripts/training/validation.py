@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAVE_FORMATS, SAVE_PRECISIONS, TrainArgs
+from sd_scripts.args import (
+    LR_SCHEDULERS,
+    MIXED_PRECISIONS,
+    SAVE_FORMATS,
+    SAVE_PRECISIONS,
+    ZERO_TERMINAL_SNR_SAMPLERS,
+    TrainArgs,
+)
+from sd_scripts.dataset.plan import DatasetPlan
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.blocks import block_lr_weights, block_ranks
 from sd_scripts.networks.file_kinds import file_lycoris_algo, file_network_module, read_file_keys
@@ -61,6 +69,8 @@ def validate_args(args: TrainArgs) -> None:
         if args.random_crop:
             raise UserFacingError("Random crop cannot be used with cached latents; turn one of them off.")
     _check_text_encoder_caching(args)
+    if args.zero_terminal_snr and args.sample_prompts:
+        check_zero_terminal_snr_sampler(args.sample_sampler)
     _check_at_least("max_train_steps", args.max_train_steps, 1)
     _check_at_least("max_train_epochs", args.max_train_epochs, 1)
     _check_at_least("train_batch_size", args.train_batch_size, 1)
@@ -100,22 +110,40 @@ def caches_text_encoder_outputs(args: TrainArgs) -> bool:
 
 
 def _check_text_encoder_caching(args: TrainArgs) -> None:
-    """sd-scripts' rules: cached outputs cannot follow a trained text encoder or a caption that changes per step."""
-    if not caches_text_encoder_outputs(args):
-        return
-    if not args.network_train_unet_only:
+    """sd-scripts' rule: cached outputs cannot follow a trained text encoder. (Captions that change from step to
+    step are checked per folder once the dataset is read: `ensure_text_encoder_outputs_cacheable`.)"""
+    if caches_text_encoder_outputs(args) and not args.network_train_unet_only:
         raise UserFacingError("Text-encoder outputs can only be cached when the text encoders are not trained; "
                               "train the U-Net only (network_train_unet_only) or turn the caching off.")
-    changing = [name for name, on in (
-        ("shuffle_caption", args.shuffle_caption),
-        ("caption_dropout_rate", args.caption_dropout_rate > 0),
-        ("caption_dropout_every_n_epochs", args.caption_dropout_every_n_epochs > 0),
-        ("caption_tag_dropout_rate", args.caption_tag_dropout_rate > 0),
-        ("token_warmup_step", args.token_warmup_step > 0),
-    ) if on]
-    if changing:
-        raise UserFacingError(f"Text-encoder outputs cannot be cached while captions change from step to step "
-                              f"({', '.join(changing)}); turn those off or turn the caching off.")
+
+
+def check_zero_terminal_snr_sampler(sampler: str) -> None:
+    """Samples of a zero-terminal-SNR run need a sampler whose diffusers scheduler can rescale its betas."""
+    if sampler.lower() not in ZERO_TERMINAL_SNR_SAMPLERS:
+        raise UserFacingError(f"The sampler '{sampler}' cannot sample with zero terminal SNR; choose one of "
+                              f"{', '.join(ZERO_TERMINAL_SNR_SAMPLERS)}.")
+
+
+def check_settings_for_model(args: TrainArgs, plan: DatasetPlan, sdxl: bool, v_parameterization: bool) -> list[str]:
+    """The settings that depend on the loaded model's family; returns notes for the user (sd-scripts' warnings)."""
+    notes = []
+    if args.zero_terminal_snr and not v_parameterization:
+        notes.append("zero_terminal_snr is on for a model that predicts noise (not v-prediction); sd-scripts warns "
+                     "that such a training gives unexpected results.")
+    if not sdxl:
+        if caches_text_encoder_outputs(args):
+            raise UserFacingError("Caching text-encoder outputs is for SDXL models; turn it off for this "
+                                  "SD 1.x/2.x model.")
+        return notes
+    odd = sorted({bucket.resolution for dataset in plan.datasets for bucket in dataset.buckets
+                  if bucket.resolution[0] % 32 or bucket.resolution[1] % 32})
+    if odd:
+        raise UserFacingError(f"SDXL trains at sizes in multiples of 32, but some images would train at "
+                              f"{odd[0][0]}x{odd[0][1]}; set the resolution and bucket_reso_steps to multiples of 32 "
+                              "(64 is usual).")
+    if args.clip_skip is not None:
+        notes.append("clip_skip is not used for SDXL (as in sd-scripts): SDXL always takes the penultimate layer.")
+    return notes
 
 
 def _check_optimizer(args: TrainArgs, network_options: dict) -> None:
