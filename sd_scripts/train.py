@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     """One option per TrainArgs field, under its kohya name; values are checked by TrainArgs.from_mapping."""
     parser = argparse.ArgumentParser(
         prog="python -m sd_scripts.train",
-        description="Train a kohya-compatible LoRA for Stable Diffusion 1.x/2.x.",
+        description="Train a kohya-compatible LoRA for Stable Diffusion 1.x/2.x or SDXL (the family comes from the model).",
     )
     parser.add_argument("--config_file", help="an sd-scripts settings file (.toml); options given here win over it")
     hints = typing.get_type_hints(TrainArgs)
