@@ -17,6 +17,8 @@ OUT_OF_MEMORY_ADVICE = (
     "or use an 8-bit optimizer such as AdamW8bit."
 )
 NAN_LOSS_ADVICE = "Lower the learning rate, or use bf16 instead of fp16 mixed precision."
+# SDXL's original VAE overflows in fp16 (NaN latents, so a NaN loss at once); sd-scripts' remedy is no_half_vae.
+SDXL_FP16_VAE_ADVICE = "SDXL's VAE overflows in fp16: turn on no_half_vae, or use an fp16-fix VAE, or bf16."
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -31,9 +33,9 @@ def out_of_memory_error(device: str) -> UserFacingError:
     return UserFacingError(f"The training ran out of memory on {where}.", OUT_OF_MEMORY_ADVICE)
 
 
-def nan_loss_error(step: int) -> UserFacingError:
+def nan_loss_error(step: int, fp16_sdxl_vae: bool = False) -> UserFacingError:
     return UserFacingError(f"The loss became NaN (not a number) at step {step}, so the LoRA stopped learning.",
-                           NAN_LOSS_ADVICE)
+                           SDXL_FP16_VAE_ADVICE if fp16_sdxl_vae else NAN_LOSS_ADVICE)
 
 
 def write_bug_report(exc: BaseException, output_dir: str | None) -> Path | None:

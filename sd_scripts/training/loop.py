@@ -364,7 +364,8 @@ class TrainingSession:
             with self.accelerator.no_sync(self.prepared_network) if not last else contextlib.nullcontext():
                 loss = self.batch_loss(batch)
                 if not torch.isfinite(loss):
-                    raise nan_loss_error(self.position.global_step + 1)
+                    raise nan_loss_error(self.position.global_step + 1,
+                                         fp16_sdxl_vae=self.model.is_sdxl and self.vae_dtype == torch.float16)
                 self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             total += loss.item()
         if self.args.max_grad_norm:
