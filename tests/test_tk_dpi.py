@@ -8,12 +8,16 @@ fake `tk.Tk` records when the first window would be made.
 from __future__ import annotations
 
 import ctypes
+import subprocess
 import sys
+import tkinter as tk
+from tkinter import ttk
 from typing import Any
 
 import pytest
 
 from wizard.askers import tk_theme
+from xvfb import shared_virtual_display, virtual_display  # noqa: F401  (fixtures)
 
 
 class FirstWindow(Exception):
@@ -109,3 +113,25 @@ def test_the_theme_choice_follows_the_system_only_when_asked(monkeypatch):
     assert tk_theme.resolve_theme("system") == "light"
     with pytest.raises(ValueError):
         tk_theme.resolve_theme("blue")
+
+
+def test_on_x11_the_desktops_font_dpi_sets_the_scaling(virtual_display):
+    """GNOME, KDE and Xfce say 200% text as `Xft.dpi: 192` in the X resources, while the X server keeps claiming
+    96 dpi; the wizard reads the resources (`xprop` plays the desktop here)."""
+    xprop = ["xprop", "-display", virtual_display.name, "-root"]
+    keeper = tk.Tk()  # a client kept connected: Xvfb forgets the resources when its last client leaves
+    try:
+        subprocess.run(xprop + ["-f", "RESOURCE_MANAGER", "8s", "-set", "RESOURCE_MANAGER",
+                                "Xft.antialias:\t1\nXft.dpi:\t192\n"], check=True)
+        root = tk_theme.open_root(theme="light")
+        try:
+            assert tk_theme.x11_font_dpi(virtual_display.name) == 192.0
+            assert float(root.tk.call("tk", "scaling")) == pytest.approx(192 / 72, rel=0.01)  # Tk's unit: pixels per point
+            bar = ttk.Progressbar(root, style=tk_theme.PROGRESS_STYLE)
+            assert abs(bar.winfo_reqheight() - 4 * 192 / 72) <= 1  # the training bars are 4 points thick
+        finally:
+            root.destroy()
+        subprocess.run(xprop + ["-remove", "RESOURCE_MANAGER"], check=True)
+        assert tk_theme.x11_font_dpi(virtual_display.name) is None
+    finally:
+        keeper.destroy()

@@ -21,7 +21,7 @@ from tkinter import ttk
 from sd_scripts.args import TrainArgs
 from sd_scripts.events import EpochEnd, Event, EventHandler, Failed, Finished, SampleMade, Saved, Started, Step
 from sd_scripts.training.result import TrainResult
-from wizard.askers.tk_theme import flash_taskbar, palette
+from wizard.askers.tk_theme import PROGRESS_STYLE, flash_taskbar, palette
 from wizard.askers.tk_widgets import ask_confirm, show_message
 from wizard.training_session import TrainingSession
 
@@ -31,7 +31,6 @@ SAMPLE_SLOTS = 3  # the newest image of this many prompts is shown
 SAMPLE_SIZE = "150p"  # the longer side of a shown sample, in points (200 pixels at 96 dpi)
 SMOOTHING = 0.9  # weight of the past in the smoothed loss line, as TensorBoard's slider
 TITLE_SEPARATOR = " · "  # between the percent and time left and the window's name: "45% · 2:10 left · Training x"
-PROGRESS_STYLE = "Training.Horizontal.TProgressbar"
 STOP_CONFIRM_TITLE = "Stop the training?"
 STOP_CONFIRM_TEXT = ("Stop the training now? What was learned so far is saved as a LoRA you can use, with a state "
                      "to continue the training from later.")

@@ -62,6 +62,8 @@ LIGHT = Palette("light", background="#fafafa", text="#1c1c1c", muted="#5f5f5f", 
 DARK = Palette("dark", background="#1c1c1c", text="#fafafa", muted="#a8a8a8", error="#ff99a4", accent="#57c8ff",
                canvas="#232323", grid="#3a3a3a", frame="#4a4a4a", raw_line="#2f5b7c")
 THEME_NAMES = {"light": "sun-valley-light", "dark": "sun-valley-dark"}
+PROGRESS_STYLE = "Wizard.Horizontal.TProgressbar"  # the training window's bars
+PROGRESS_THICKNESS = "4p"
 
 
 def system_theme() -> Literal["light", "dark"]:
@@ -114,7 +116,42 @@ def screen_dpi(root: tk.Misc) -> float:
                 return float(dpi)
         except (AttributeError, OSError):
             pass  # before Windows 10 1607
+    if root.tk.call("tk", "windowingsystem") == "x11":
+        dpi = x11_font_dpi(root.winfo_screen())
+        if dpi:
+            return dpi
     return float(root.winfo_fpixels("1i"))
+
+
+def x11_font_dpi(display_name: str) -> float | None:
+    """`Xft.dpi` of the X resources: what GNOME, KDE and Xfce set for 150% or 200% text (the X server itself
+    usually claims 96 dpi whatever the scaling). None when unset or where libX11 cannot be loaded."""
+    import ctypes.util
+
+    library = ctypes.util.find_library("X11")
+    if library is None:
+        return None
+    xlib = ctypes.CDLL(library)
+    xlib.XOpenDisplay.restype = ctypes.c_void_p
+    xlib.XOpenDisplay.argtypes = [ctypes.c_char_p]
+    xlib.XResourceManagerString.restype = ctypes.c_char_p
+    xlib.XResourceManagerString.argtypes = [ctypes.c_void_p]
+    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    display = xlib.XOpenDisplay(display_name.encode())
+    if not display:
+        return None
+    try:
+        resources = (xlib.XResourceManagerString(display) or b"").decode("latin-1")
+    finally:
+        xlib.XCloseDisplay(display)
+    for line in resources.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "Xft.dpi":
+            try:
+                return float(value) if float(value) > 0 else None
+            except ValueError:
+                return None
+    return None
 
 
 def open_root(*, theme: ThemeChoice = "system", scaling: float | None = None) -> tk.Tk:
@@ -151,6 +188,19 @@ def apply_theme(root: tk.Tk, name: Literal["light", "dark"]) -> None:
     style.configure("Error.TLabel", foreground=colours.error)
     style.configure("Treeview", rowheight=int(body.metrics("linespace") * 1.6))
     style.configure("Heading", font="TkDefaultFont")
+    _progress_bar_style(style, colours, thickness=int(root.winfo_fpixels(PROGRESS_THICKNESS)))
+
+
+def _progress_bar_style(style: ttk.Style, colours: Palette, thickness: int) -> None:
+    """`PROGRESS_STYLE`: a flat bar in the accent colour whose thickness is in points. Sun Valley draws its bars from
+    fixed-size images, a hairline that stays one at 150% and 200%; Tk's plain elements scale."""
+    if "Wizard.Progressbar.trough" not in style.element_names():  # elements belong to the theme in use
+        style.element_create("Wizard.Progressbar.trough", "from", "default")
+        style.element_create("Wizard.Progressbar.pbar", "from", "default")
+    style.layout(PROGRESS_STYLE, [("Wizard.Progressbar.trough", {
+        "sticky": "nswe", "children": [("Wizard.Progressbar.pbar", {"side": "left", "sticky": "ns"})]})])
+    style.configure(PROGRESS_STYLE, troughcolor=colours.grid, background=colours.accent, thickness=thickness,
+                    borderwidth=0, troughrelief="flat", pbarrelief="flat")
 
 
 def palette(widget: tk.Misc) -> Palette:
