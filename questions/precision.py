@@ -1,20 +1,54 @@
-"""Speed, memory and the noise: mixed precision, gradient checkpointing, noise offset and min-SNR weighting."""
+"""Speed, memory and the noise: mixed precision, SDXL's VAE in fp16, gradient checkpointing, noise offset and min-SNR
+weighting."""
 
 from __future__ import annotations
 
+from wizard.config import TrainConfig, trains_sdxl
 from wizard.question import Question
 
 from questions.build import field_help, gate, is_set
+from questions.checks import existing_file
 
 MIXED_PRECISIONS = ("fp16", "bf16", "no")  # the popups' order, the GPU default first
 NOISE_OFFSET_SUGGESTED = 0.1  # the popups' value
 MIN_SNR_GAMMA_SUGGESTED = 5.0  # the paper's recommendation
+# SDXL's own VAE overflows in fp16 (NaN latents, black images): keep it in fp32, or use a VAE fixed for fp16.
+SDXL_VAE_CHOICES = ("keep the VAE in fp32", "use an fp16-fix VAE file")
+VAE_EXTENSIONS = ("safetensors", "pt", "ckpt")
+
+
+def _sdxl_in_fp16(config: TrainConfig) -> bool:
+    return trains_sdxl(config) and config.get("mixed_precision") == "fp16"
+
+
+def _store_sdxl_vae(answer: str, config: TrainConfig) -> None:
+    in_fp32 = answer == SDXL_VAE_CHOICES[0]
+    config.set("no_half_vae", in_fp32)
+    if in_fp32:
+        config.set("vae", None)
 
 QUESTIONS: list[Question] = [
     Question(
         id="mixed_precision", kind="choice", field="mixed_precision", choices=MIXED_PRECISIONS,
         text="Which mixed precision?",
         help=field_help("mixed_precision"),
+    ),
+    Question(
+        id="sdxl_vae", kind="choice", field=None, fields=("no_half_vae", "vae"), choices=SDXL_VAE_CHOICES,
+        when=_sdxl_in_fp16,
+        current=lambda config: SDXL_VAE_CHOICES[0] if config.get("no_half_vae") else SDXL_VAE_CHOICES[1],
+        store=_store_sdxl_vae,
+        text="SDXL's VAE makes NaN (black) images in fp16: keep it in fp32, or use an fp16-fix VAE file?",
+        help="Keeping the VAE in fp32 (no_half_vae) costs memory only while latents are encoded and samples "
+             "decoded. The fp16-fix VAE (sdxl.vae.safetensors from madebyollin/sdxl-vae-fp16-fix) gives the same "
+             "images in fp16. Default: keep it in fp32.",
+    ),
+    Question(
+        id="sdxl_vae_file", kind="file", field="vae", extensions=VAE_EXTENSIONS,
+        when=lambda config: _sdxl_in_fp16(config) and not config.get("no_half_vae"),
+        text="Choose the fp16-fix VAE file.",
+        help=field_help("vae"),
+        validate=existing_file("VAE", VAE_EXTENSIONS, required=True),
     ),
     Question(
         id="gradient_checkpointing", kind="yesno", field="gradient_checkpointing",

@@ -1,6 +1,8 @@
 """Shared helpers for the question-graph, queue and command-line tests: a tiny project on disk and its answers.
 
-The paths only have to exist for the questions' checks; nothing here trains, so the model file is a stub.
+The paths only have to exist for the questions' checks; nothing here trains, so the model file is a stub. Where the
+family matters, `write_model_header` writes a header-only model file: the key names that say SD 1.x or SDXL (as the
+single-file LDM/SGM layout names them) with one-number tensors, and the v-prediction markers NoobAI's files carry.
 """
 
 from __future__ import annotations
@@ -8,6 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
+
+# Tensor names of the single-file layouts that tell the families apart.
+FAMILY_KEYS = {
+    "sd1": ("model.diffusion_model.input_blocks.0.0.weight",
+            "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"),
+    "sd2": ("model.diffusion_model.input_blocks.0.0.weight", "cond_stage_model.model.token_embedding.weight"),
+    "sdxl": ("model.diffusion_model.input_blocks.0.0.weight",
+             "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+             "conditioner.embedders.1.model.text_projection"),
+}
+
+
+def write_model_header(path: Path, family: str, *, v_pred_key: bool = False,
+                       metadata: dict[str, str] | None = None) -> Path:
+    """A .safetensors file whose header reads as `family`; `v_pred_key` adds the v_pred and ztsnr keys of NoobAI's
+    v-prediction files."""
+    names = FAMILY_KEYS[family] + (("v_pred", "ztsnr") if v_pred_key else ())
+    save_file({name: np.zeros(1, dtype=np.float16) for name in names}, str(path), metadata=metadata)
+    return path
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import questions
-from test_graph_fixtures import Project, make_project
+from test_graph_fixtures import Project, make_project, write_model_header
 from wizard.askers.scripted import ScriptedAsker
 from wizard.config import TrainConfig
 from wizard.graph import walk
@@ -55,6 +55,12 @@ def train_scenarios(project: Project) -> dict[str, dict]:
             **paths, "network_type": "DyLoRA", "dylora_conv": True, "unit": 8, "net_dim": 32,
             "scheduler": "cosine_with_restarts", "cosine_restarts": 3, "cache_latents_to_disk": True,
             "trained_parts": "unet only", "mixed_precision": "bf16", "gradient_checkpointing": True,
+        },
+        "sdxl_that_does_not_say_v": {  # a header-only SDXL file without v_pred/ztsnr keys or modelspec metadata
+            **paths, "base_model": str(write_model_header(project.base_model.with_name("xl.safetensors"), "sdxl")),
+            "v_parameterization": True, "zero_terminal_snr": True, "mixed_precision": "fp16",
+            "sdxl_vae": "use an fp16-fix VAE file", "sdxl_vae_file": str(project.base_model),
+            "block_weights": True, "down_lr_weight": "0 0 0 0.5 0.5 0.5 1 1 1", "up_lr_weight": "cosine",
         },
     }
 

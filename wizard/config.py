@@ -23,6 +23,10 @@ from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.kinds import BLOCK_WEIGHT_PRESETS, LYCORIS_PRESETS
 from sd_scripts.networks.kinds import NETWORK_TYPES as NETWORK_TYPE_TABLE
 from sd_scripts.optimizer_kinds import OPTIMIZERS, optimizer_help
+from wizard.memory_estimate import (SDXL, TIGHT_MEMORY_SHARE, LoraShape, TrainingSetup, estimate_training_memory,
+                                    free_gpu_memory_gb)
+from sd_scripts.models.checkpoint_header import ModelFamily
+from wizard.model_family import found_family, is_sd2, is_sdxl
 
 # Written into every saved JSON; `wizard.formats.seed_json` migrates older versions up to this one.
 CONFIG_VERSION = 1
@@ -144,6 +148,107 @@ def _follows_resolution(config: "TrainConfig") -> str:
             f"scaled to the resolution on the {config.get('bucket_reso_steps')} px bucket step")
 
 
+# --- defaults that follow the base model's family (read from its file, see wizard.model_family) -------------------
+
+# SDXL's resolution: sd-scripts' docs/train_SDXL-en.md, "The default resolution of SDXL is 1024x1024".
+SDXL_RESOLUTION = 1024
+
+
+def _family(config: "TrainConfig") -> ModelFamily | None:
+    return found_family(config.get("base_model"))
+
+
+def trains_sdxl(config: "TrainConfig") -> bool:
+    """The base model is SDXL: as its file says, or as the settings say when the file cannot be read here."""
+    family = _family(config)
+    return is_sdxl(family) if family is not None else config.get("sdxl")
+
+
+def _found_in_file(config: "TrainConfig") -> str:
+    family = _family(config)
+    return f"the base model file is {family.description}" if family is not None else "the settings say SDXL"
+
+
+def default_sdxl(config: "TrainConfig", declared: bool) -> bool:
+    family = _family(config)
+    return is_sdxl(family) if family is not None else declared
+
+
+def default_v2(config: "TrainConfig", declared: bool) -> bool:
+    family = _family(config)
+    return is_sd2(family) if family is not None else declared
+
+
+def default_v_parameterization(config: "TrainConfig", declared: bool) -> bool:
+    family = _family(config)
+    return family.v_prediction if family is not None and family.v_prediction is not None else declared
+
+
+def default_zero_terminal_snr(config: "TrainConfig", declared: bool) -> bool:
+    """On for SDXL v-prediction models: NoobAI's v-prediction models are trained with zero terminal SNR, and a LoRA
+    trained without it on them gives washed-out images at the last steps."""
+    return True if trains_sdxl(config) and config.get("v_parameterization") else declared
+
+
+def default_unet_only(config: "TrainConfig", declared: bool) -> bool:
+    """SDXL: the U-Net only, as sd-scripts' SDXL docs advise (two text encoders give unexpected results; 8 GB)."""
+    return True if trains_sdxl(config) and not config.get("text_only") else declared
+
+
+CAPTION_CHANGES = ("shuffle_captions", "caption_dropout_rate", "caption_dropout_every_n_epochs",
+                   "caption_tag_dropout_rate", "token_warmup_step")
+
+
+def default_cache_text_encoder_outputs(config: "TrainConfig", declared: bool) -> bool:
+    """SDXL with text encoders not trained: each caption is encoded once (sd-scripts' 8 GB advice), unless captions
+    change from step to step, which a cache cannot follow."""
+    if not trains_sdxl(config) or not config.get("unet_only"):
+        return declared
+    return not any(config.get(name) for name in CAPTION_CHANGES)
+
+
+def default_no_half_vae(config: "TrainConfig", declared: bool) -> bool:
+    """SDXL's own VAE overflows in fp16 (NaN latents, black samples): kept in fp32 unless a separate VAE is chosen
+    (the fp16-fix VAE)."""
+    if trains_sdxl(config) and config.get("mixed_precision") == "fp16" and config.get("vae") is None:
+        return True
+    return declared
+
+
+def default_resolution(config: "TrainConfig", declared: int) -> int:
+    return SDXL_RESOLUTION if trains_sdxl(config) else declared
+
+
+def default_gradient_checkpointing(config: "TrainConfig", declared: bool) -> bool:
+    """SDXL: on unless the GPU's free memory holds the run without it (estimated as the pre-flight report does)."""
+    if not trains_sdxl(config):
+        return declared
+    free_gb = free_gpu_memory_gb() if config.cuda else None
+    return free_gb is None or sdxl_needs_checkpointing(config, free_gb)
+
+
+def _follows_sdxl(config: "TrainConfig") -> str:
+    return f"{_found_in_file(config)}, and sd-scripts advises this for SDXL"
+
+
+def _follows_sdxl_memory(config: "TrainConfig") -> str:
+    free_gb = free_gpu_memory_gb() if config.cuda else None
+    where = "no GPU's free memory is known" if free_gb is None else f"the GPU has {free_gb:.1f} GB free"
+    return f"SDXL, and {where}: the run needs it to fit (8 GB with it, as sd-scripts documents)"
+
+
+def sdxl_needs_checkpointing(config: "TrainConfig", free_gb: float) -> bool:
+    """Whether this SDXL run, estimated without gradient checkpointing, needs more than the GPU's free memory."""
+    width = config.get("train_resolution")
+    setup = TrainingSetup(
+        resolution=(width, config.get("height_resolution") or width), batch_size=config.get("batch_size"),
+        mixed_precision=config.get("mixed_precision"), gradient_checkpointing=False,
+        cache_latents=config.get("cache_latents"), optimizer=config.get("optimizer_type"),
+        lora=LoraShape(dim=config.get("net_dim"), train_text_encoder=not config.get("unet_only")), on_gpu=True,
+        cache_text_encoder_outputs=config.get("cache_text_encoder_outputs"))
+    return estimate_training_memory(setup, SDXL).total_gb > TIGHT_MEMORY_SHARE * free_gb
+
+
 _TYPE_WORDS = {
     str: "text",
     int: "a whole number",
@@ -161,7 +266,7 @@ def _f(name: str, type_: type, default: Any, group: str, label: str, help: str, 
 FIELDS: tuple[Field, ...] = (
     # --- paths ---------------------------------------------------------------------------------------------------
     _f("base_model", str, None, "paths", "Base model",
-       "The Stable Diffusion checkpoint (.safetensors or .ckpt, SD1.x or SD2.x) the LoRA is trained on; the LoRA "
+       "The Stable Diffusion checkpoint (.safetensors or .ckpt: SD 1.x, SD 2.x or SDXL) the LoRA is trained on; the LoRA "
        "works best on this model and its close relatives. Must be chosen before training.",
        path="file", extensions=("safetensors", "ckpt")),
     _f("img_folder", str, None, "paths", "Image folder",
@@ -178,18 +283,33 @@ FIELDS: tuple[Field, ...] = (
        "the model from forgetting the class but double the steps per epoch. Empty: none.", path="folder"),
     _f("vae", str, None, "paths", "VAE",
        "Optional separate VAE to encode the training images with instead of the base model's own; empty keeps "
-       "the base model's VAE, which is right for almost everyone.",
+       "the base model's VAE, which is right for almost everyone. For SDXL in fp16, the fp16-fix VAE "
+       "(sdxl.vae.safetensors of madebyollin/sdxl-vae-fp16-fix) avoids NaN images without no_half_vae's memory.",
        path="file", extensions=("pt", "safetensors", "ckpt")),
     # --- model ---------------------------------------------------------------------------------------------------
+    _f("sdxl", bool, False, "model", "SDXL model",
+       "The base model is SDXL or one of its descendants (Pony Diffusion, Illustrious, NoobAI): two text encoders, "
+       "1024 px. Read from the model file; a settings file that says SDXL for a file of another family is refused "
+       "before the model loads. Default: what the file says (off for SD 1.x and 2.x).", nullable=False,
+       follows=DefaultRule(default_sdxl, _found_in_file)),
     _f("v2", bool, False, "model", "SD 2.x model",
-       "Turn on when the base model is Stable Diffusion 2.x (it uses a different text encoder). Default off "
-       "(SD 1.x); the trainer also detects it from the file.", nullable=False),
+       "Turn on when the base model is Stable Diffusion 2.x (it uses a different text encoder). Default: what the "
+       "file says, off (SD 1.x) when it cannot be read.", nullable=False,
+       follows=DefaultRule(default_v2, _found_in_file)),
     _f("v_parameterization", bool, False, "model", "v-prediction",
-       "Turn on for SD 2.x 768-v models: they were trained to predict velocity (v) instead of noise, and the LoRA "
-       "must be trained with the same target. Off for SD 1.x and SD 2.x 512 models. Default off.", nullable=False),
+       "Turn on for v-prediction models (SD 2.x 768-v, NoobAI-XL v-pred and its merges): they were trained to "
+       "predict velocity (v) instead of noise, and the LoRA must be trained with the same target. Off for SD 1.x, "
+       "SD 2.x 512 and most SDXL models. Default: what the file says (modelspec.prediction_type, a v_pred key), "
+       "else off.", nullable=False, follows=DefaultRule(default_v_parameterization, _found_in_file)),
+    _f("zero_terminal_snr", bool, False, "model", "Zero terminal SNR",
+       "Rescales the noise schedule so the last timestep is pure noise (sd-scripts' --zero_terminal_snr), as "
+       "NoobAI's v-prediction models were trained; use it with v-prediction only. Default on for SDXL "
+       "v-prediction models, off otherwise.", nullable=False,
+       follows=DefaultRule(default_zero_terminal_snr, _follows_sdxl)),
     _f("clip_skip", int, 2, "model", "CLIP skip",
        "Which CLIP text-encoder layer conditions the image: 2 = the penultimate layer, as anime models (NovelAI "
-       "lineage) are trained; 1 = the last layer, right for realistic and base SD models. Default 2.",
+       "lineage) are trained; 1 = the last layer, right for realistic and base SD models. Not used by SDXL, "
+       "whose trainer reads fixed layers (as sd-scripts' does). Default 2.",
        nullable=False, minimum=1, maximum=12),
     _f("max_clip_token_length", int, 150, "model", "Max caption tokens",
        "How many CLIP tokens of a caption are used: 75 is one CLIP window; 150 or 225 join two or three windows "
@@ -262,7 +382,8 @@ FIELDS: tuple[Field, ...] = (
        "LoCon only: 25 comma-separated convolution alphas, one per U-Net block. Empty: conv_alpha everywhere."),
     _f("unet_only", bool, False, "network", "Train U-Net only",
        "Trains only the U-Net (image) part and leaves the text encoder untouched; uses less VRAM and often "
-       "suffices for styles. Default off (train both).", nullable=False),
+       "suffices for styles. Default off (train both); on for SDXL, as sd-scripts advises.", nullable=False,
+       follows=DefaultRule(default_unet_only, _follows_sdxl)),
     _f("text_only", bool, False, "network", "Train text encoder only",
        "Trains only the text-encoder part; rarely useful. Default off (train both).", nullable=False),
     _f("lora_model_for_resume", str, None, "network", "Continue from LoRA",
@@ -327,8 +448,9 @@ FIELDS: tuple[Field, ...] = (
        "The random seed, so a run can be repeated exactly. Empty: a random seed. Default 23.", minimum=0),
     # --- dataset, resolution and buckets -------------------------------------------------------------------------
     _f("train_resolution", int, 512, "dataset", "Resolution (width)",
-       "The training resolution in pixels: 512 for SD 1.x and SD 2.x-base, 768 for 768-v models. With buckets "
-       "it is the target area, not a crop size. Default 512.", nullable=False, minimum=64),
+       "The training resolution in pixels: 512 for SD 1.x and SD 2.x-base, 768 for 768-v models, 1024 for SDXL. "
+       "With buckets it is the target area, not a crop size. Default 512, 1024 for SDXL.", nullable=False,
+       minimum=64, follows=DefaultRule(default_resolution, _follows_sdxl)),
     _f("height_resolution", int, None, "dataset", "Resolution height",
        "Optional height when training at a non-square resolution. Empty: the same as the width.",
        minimum=64),
@@ -355,6 +477,15 @@ FIELDS: tuple[Field, ...] = (
     _f("cache_latents_to_disk", bool, False, "dataset", "Cache latents to disk",
        "Keeps the cached latents as .npz files beside the images so the next run skips encoding. Default off.",
        nullable=False),
+    _f("cache_text_encoder_outputs", bool, False, "dataset", "Cache text-encoder outputs",
+       "SDXL with the text encoders not trained: encodes every caption once before training (sd-scripts' "
+       "--cache_text_encoder_outputs), so the two text encoders leave the GPU: much less VRAM, faster. Captions "
+       "must then stay the same every step (no shuffling, dropout or tag warmup). Default on for SDXL U-Net-only "
+       "runs with fixed captions, off otherwise.", nullable=False,
+       follows=DefaultRule(default_cache_text_encoder_outputs, _follows_sdxl)),
+    _f("cache_text_encoder_outputs_to_disk", bool, False, "dataset", "Cache text-encoder outputs to disk",
+       "Keeps the cached text-encoder outputs as files beside the images, so the next run skips encoding. "
+       "Default off.", nullable=False),
     _f("color_aug", bool, False, "dataset", "Colour augmentation",
        "Randomly shifts hue and gamma a little; needs cache_latents off. Default off.", nullable=False),
     _f("flip_aug", bool, False, "dataset", "Flip augmentation",
@@ -419,8 +550,13 @@ FIELDS: tuple[Field, ...] = (
        "setting); when off or unavailable PyTorch's scaled-dot-product attention is used. Default on with CUDA, "
        "off without.", nullable=False, default_without_cuda=False),
     _f("gradient_checkpointing", bool, False, "precision", "Gradient checkpointing",
-       "Recomputes activations instead of storing them: much less VRAM, about 30% slower. Default off.",
-       nullable=False),
+       "Recomputes activations instead of storing them: much less VRAM, about 30% slower. Default off; for SDXL "
+       "on, unless the GPU's free memory holds the run without it.", nullable=False,
+       follows=DefaultRule(default_gradient_checkpointing, _follows_sdxl_memory)),
+    _f("no_half_vae", bool, False, "precision", "VAE in fp32",
+       "Keeps the VAE in fp32 under mixed precision (sd-scripts' --no_half_vae): SDXL's own VAE overflows in fp16 "
+       "and makes NaN latents and black images. Default on for SDXL in fp16 without a separate (fp16-fix) VAE, "
+       "off otherwise.", nullable=False, follows=DefaultRule(default_no_half_vae, _follows_sdxl)),
     _f("noise_offset", float, None, "precision", "Noise offset",
        "Optional offset added to the training noise (e.g. 0.05 to 0.1) so the LoRA can make darker darks and "
        "brighter brights. Empty: off.", minimum=0),

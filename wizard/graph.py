@@ -20,7 +20,7 @@ writes the settings (asking for a folder when none is set).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -65,7 +65,8 @@ def walk(
         before = config.copy()
         closed_before = set(closed)
         default = _default_for(question, config)
-        answer = asker.ask(question, default, can_go_back=bool(history), error=error)
+        shown = question if question.text_for is None else replace(question, text=question.text_for(config))
+        answer = asker.ask(shown, default, can_go_back=bool(history), error=error)
         error = None
 
         if answer is BACK:

@@ -59,6 +59,7 @@ class Question:
     store:     how an answer is written into the config when it is not a plain `config.set(field, answer)`
                (e.g. "realistic model?" -> clip_skip 1 or 2); receives the answer and the config.
     current:   what to pre-fill from the config when it is not simply the field's value (inverse of `store`).
+    text_for:  the text made from the answers so far, where it depends on them (e.g. the model family found).
     """
 
     id: str
@@ -73,3 +74,4 @@ class Question:
     store: Callable[[Any, "TrainConfig"], None] | None = None
     current: Callable[["TrainConfig"], Any] | None = None
     fields: tuple[str, ...] = ()  # other fields `store` writes, so a loaded JSON can skip it
+    text_for: Callable[["TrainConfig"], str] | None = None

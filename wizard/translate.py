@@ -11,12 +11,15 @@ the real number of steps, so no step counting happens here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.errors import UserFacingError
 from sd_scripts.optimizer_kinds import OPTIMIZERS_WITHOUT_BETAS  # the default betas are left out for them
-from wizard.config import ConfigError, TrainConfig
+from sd_scripts.models.checkpoint_header import FAMILY_NAMES
+from wizard.config import ConfigError, TrainConfig, trains_sdxl
+from wizard.model_family import found_family
 from wizard.network_options import network_settings, read_network
 
 
@@ -25,8 +28,25 @@ STEPS_UNUSED_WITH_EPOCHS = TrainArgs.max_train_steps
 
 
 def to_train_args(config: TrainConfig) -> TrainArgs:
-    """The trainer's settings for this config: every field of TrainArgs, none left to its default."""
+    """The trainer's settings for this config: every field of TrainArgs, none left to its default.
+
+    Settings loaded for one family with a base model file of another are refused here, before any model loads.
+    """
+    check_family(config)
     return TrainArgs(**train_args_values(config))
+
+
+def check_family(config: TrainConfig) -> None:
+    """A settings file that says SDXL (or not) for a model file of the other kind: one sentence (their resolution,
+    trained parts and caching are meant for the family they name)."""
+    family = found_family(config.get("base_model"))
+    if family is None or config.origin("sdxl") != "loaded" or family.is_sdxl == config.get("sdxl"):
+        return
+    said = "SDXL" if config.get("sdxl") else "SD 1.x/2.x (not SDXL)"
+    found = FAMILY_NAMES[family.version]
+    raise ConfigError(f"The settings are for an {said} model, but {Path(config.get('base_model')).name} is an "
+                      f"{found} model; choose a base model of the family the settings were made for, or other "
+                      f"settings.")
 
 
 def train_args_values(config: TrainConfig) -> dict[str, Any]:
@@ -41,7 +61,8 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "v_parameterization": c("v_parameterization"),
         "vae": c("vae"),
         "tokenizer_cache_dir": c("tokenizer_cache_dir"),
-        "clip_skip": c("clip_skip"),
+        "clip_skip": None if trains_sdxl(config) else c("clip_skip"),  # SDXL takes fixed layers, as in sd-scripts
+        "no_half_vae": c("no_half_vae"),
         "max_token_length": None if c("max_clip_token_length") == 75 else c("max_clip_token_length"),
         # dataset
         "train_data_dir": c("img_folder"),
@@ -67,6 +88,8 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "random_crop": c("random_crop"),
         "cache_latents": c("cache_latents"),
         "cache_latents_to_disk": c("cache_latents_to_disk"),
+        "cache_text_encoder_outputs": c("cache_text_encoder_outputs"),
+        "cache_text_encoder_outputs_to_disk": c("cache_text_encoder_outputs_to_disk"),
         "vae_batch_size": 1,
         "prior_loss_weight": c("prior_loss_weight"),
         "max_data_loader_n_workers": c("num_workers"),
@@ -110,6 +133,7 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "multires_noise_iterations": c("multires_noise_iterations"),
         "multires_noise_discount": c("multires_noise_discount"),
         "min_snr_gamma": c("min_snr_gamma"),
+        "zero_terminal_snr": c("zero_terminal_snr"),
         # saving
         "output_dir": c("output_folder"),
         "output_name": c("change_output_name"),
@@ -173,6 +197,7 @@ def from_train_args(args: TrainArgs, cuda: bool | None = None) -> TrainConfig:
     put("vae", args.vae or None)
     put("tokenizer_cache_dir", args.tokenizer_cache_dir or None)
     put("clip_skip", args.clip_skip if args.clip_skip is not None else 1)
+    put("no_half_vae", args.no_half_vae)
     put("max_clip_token_length", args.max_token_length if args.max_token_length is not None else 75)
 
     put("img_folder", args.train_data_dir or None)
@@ -201,6 +226,8 @@ def from_train_args(args: TrainArgs, cuda: bool | None = None) -> TrainConfig:
     put("random_crop", args.random_crop)
     put("cache_latents", args.cache_latents or args.cache_latents_to_disk)
     put("cache_latents_to_disk", args.cache_latents_to_disk)
+    put("cache_text_encoder_outputs", args.cache_text_encoder_outputs or args.cache_text_encoder_outputs_to_disk)
+    put("cache_text_encoder_outputs_to_disk", args.cache_text_encoder_outputs_to_disk)
     put("prior_loss_weight", args.prior_loss_weight)
     put("num_workers", args.max_data_loader_n_workers)
     put("persistent_workers", args.persistent_data_loader_workers)
@@ -239,6 +266,7 @@ def from_train_args(args: TrainArgs, cuda: bool | None = None) -> TrainConfig:
     put("multires_noise_iterations", args.multires_noise_iterations)
     put("multires_noise_discount", args.multires_noise_discount)
     put("min_snr_gamma", args.min_snr_gamma)
+    put("zero_terminal_snr", args.zero_terminal_snr)
 
     put("output_folder", args.output_dir or None)
     put("change_output_name", args.output_name or None)

@@ -41,6 +41,7 @@ class ScriptedAsker:
         self._report_actions = list(report_actions or [])
         self.asked: list[str] = []  # question ids in the order they were shown
         self.defaults: dict[str, Any] = {}  # question id -> the default shown the last time it was asked
+        self.texts: dict[str, str] = {}  # question id -> its text the last time it was asked
         self.errors: list[tuple[str, str]] = []  # (question id, validation sentence shown)
         self.summaries: list[list[SummaryRow]] = []  # rows of every summary shown
         self.messages: list[tuple[str, str, str]] = []  # ("info" | "error" | "confirm", title, message)
@@ -49,6 +50,7 @@ class ScriptedAsker:
     def ask(self, question: Question, default: Any, *, can_go_back: bool, error: str | None = None) -> Any:
         self.asked.append(question.id)
         self.defaults[question.id] = default
+        self.texts[question.id] = question.text
         pending = self._answers.get(question.id, [])
         if error is not None:
             self.errors.append((question.id, error))

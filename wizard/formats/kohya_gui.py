@@ -84,6 +84,9 @@ class _Reader:
 PLAIN_KEYS: dict[str, tuple[str, str]] = {
     "v2": ("v2", "flag"),
     "v_parameterization": ("v_parameterization", "flag"),
+    "sdxl": ("sdxl", "flag"),  # the GUI's SDXL check box; the family itself is read from the model file
+    "sdxl_cache_text_encoder_outputs": ("cache_text_encoder_outputs", "flag"),
+    "sdxl_no_half_vae": ("no_half_vae", "flag"),
     "logging_dir": ("log_dir", "text"),
     "train_data_dir": ("img_folder", "text"),
     "reg_data_dir": ("reg_img_folder", "text"),
