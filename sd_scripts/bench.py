@@ -1,9 +1,11 @@
 """Benchmark LoRA training steps: `python -m sd_scripts.bench --resolution 512 --batch-size 1 --steps 10`.
 
-The model is randomly initialised with the real SD1.5 shapes (`--model sd15`, 860 M U-Net parameters) or the tiny
-demo shapes (`--model tiny`), so nothing needs to be downloaded. Each step is what training runs: VAE encode (unless
-`--cache-latents`), text encoding and the U-Net's loss with the network (U-Net and text encoder, rank `--dim`)
-applied, backward, optimizer step. It prints images/s, the median seconds per step after the warm-up steps, and the
+The model is randomly initialised with the real SD1.5 shapes (`--model sd15`, 860 M U-Net parameters), SDXL's
+(`--model sdxl`, 2.6 G) or the tiny demo shapes (`--model tiny`, `tiny-sdxl`), so nothing needs to be downloaded.
+Each step is what training runs: VAE encode (unless `--cache-latents`), text encoding (unless
+`--cache-text-encoder-outputs`, which encodes once and parks the text encoders in RAM on a GPU, as the trainer does)
+and the U-Net's loss with the network (U-Net and text encoder, or the U-Net only with `--unet-only`; rank `--dim`)
+applied, backward, optimizer step. `--no-half-vae` keeps the VAE in fp32, as the trainer's no_half_vae. It prints images/s, the median seconds per step after the warm-up steps, and the
 peak memory: the CUDA allocator's peak on a GPU, else the peak resident memory of the process.
 
 `--network loha dylora ...` measures each network type of the trainer's table (built as training builds it, with
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from sd_scripts.networks.kinds import NETWORK_TYPES, NetworkType, parse_network_args
 
-MODELS = ("sd15", "tiny")
+MODELS = ("sd15", "tiny", "sdxl", "tiny-sdxl")
 # "lora", "locon", "lycoris-locon", "loha", "lokr", "ia3", "dylora": the table's names as command-line words
 NETWORKS: dict[str, NetworkType] = {kind.name.lower().replace(" ", "-"): kind for kind in NETWORK_TYPES.values()}
 BASELINE = "lora"
@@ -45,13 +47,17 @@ class BenchResult:
     images_per_second: float
     peak_memory_bytes: int
     peak_memory_kind: str  # "CUDA allocated" | "process RSS"
+    unet_only: bool = False
+    cached_text_encoder_outputs: bool = False
 
     def report(self) -> str:
         return "\n".join([
             f"model {self.model}: U-Net {self.unet_parameters / 1e6:.1f} M parameters, {self.network} "
             f"{self.lora_parameters / 1e6:.2f} M trainable; {self.resolution}x{self.resolution}, "
             f"batch {self.batch_size}, precision {self.precision}, "
-            f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, device {self.device}",
+            f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, "
+            f"{'U-Net only' if self.unet_only else 'U-Net and text encoder'}"
+            f"{', cached text-encoder outputs' if self.cached_text_encoder_outputs else ''}, device {self.device}",
             f"s/step (median): {self.seconds_per_step:.4f}",
             f"images/s: {self.images_per_second:.2f}",
             f"peak memory ({self.peak_memory_kind}): {self.peak_memory_bytes / 2**20:.0f} MiB",
@@ -59,19 +65,35 @@ class BenchResult:
 
 
 def random_model(name: str):
-    """A BaseModel with random weights: SD1.5's shipped configs, or the demo's tiny widths."""
+    """A BaseModel with random weights: SD1.5's or SDXL's shipped configs, or the demos' tiny widths."""
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from sd_scripts.demo import tiny_sd15_model
-    from sd_scripts.models import SD_V1, BaseModel
+    from sd_scripts.demo import tiny_sd15_model, tiny_sdxl_model
+    from sd_scripts.models import SD_V1, SDXL, BaseModel
     from sd_scripts.models.shipped_assets import component_config
-    from sd_scripts.models.tokenizers import load_tokenizer
+    from sd_scripts.models.tokenizers import load_sdxl_tokenizers, load_tokenizer
 
     if name == "tiny":
         return tiny_sd15_model()
+    if name == "tiny-sdxl":
+        return tiny_sdxl_model()
     torch.manual_seed(0)
+    if name == "sdxl":
+        tokenizer, tokenizer_2 = load_sdxl_tokenizers()
+        return BaseModel(
+            unet=UNet2DConditionModel.from_config(component_config(SDXL, "unet")),
+            vae=AutoencoderKL.from_config(component_config(SDXL, "vae")),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**component_config(SDXL, "text_encoder"))),
+            tokenizer=tokenizer,
+            version=SDXL,
+            v2=False,
+            v_parameterization=False,
+            path="",
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**component_config(SDXL, "text_encoder_2"))),
+            tokenizer_2=tokenizer_2,
+        )
     return BaseModel(
         unet=UNet2DConditionModel.from_config(component_config(SD_V1, "unet")),
         vae=AutoencoderKL.from_config(component_config(SD_V1, "vae")),
@@ -84,7 +106,8 @@ def random_model(name: str):
     )
 
 
-def network_spec(network: str, *, dim: int = 4, alpha: float = 1.0, network_args: Sequence[str] = ()):
+def network_spec(network: str, *, dim: int = 4, alpha: float = 1.0, network_args: Sequence[str] = (),
+                 unet_only: bool = False):
     """The NetworkSpec of a type named on the command line, with the `network_args` that type takes.
 
     LoCon needs conv_dim; it gets the network's rank, so every type is measured at the same rank.
@@ -97,7 +120,8 @@ def network_spec(network: str, *, dim: int = 4, alpha: float = 1.0, network_args
         args.append(f"algo={kind.algo}")
     if "conv_dim" in kind.required and not any(arg.startswith("conv_dim") for arg in args):
         args.append(f"conv_dim={dim}")
-    return NetworkSpec(kind=kind, dim=dim, alpha=alpha, options=parse_network_args(kind.module, args))
+    return NetworkSpec(kind=kind, dim=dim, alpha=alpha, options=parse_network_args(kind.module, args),
+                       train_text_encoder=not unet_only)
 
 
 def describe_network(spec) -> str:
@@ -120,12 +144,15 @@ def run_benchmark(
     gradient_checkpointing: bool = False,
     cache_latents: bool = False,
     optimizer: str = "AdamW",
+    unet_only: bool = False,
+    cache_text_encoder_outputs: bool = False,
+    no_half_vae: bool = False,
     base=None,
 ) -> BenchResult:
     """Time training steps of one network type; `base` reuses a model built by `random_model(model)`."""
     import torch
 
-    from sd_scripts.models import encode_tokens, tokenize
+    from sd_scripts.models.text_encoding import encode_sdxl_tokens, encode_tokens, sdxl_time_ids, tokenize
     from sd_scripts.networks.factory import create_network
     from sd_scripts.optimizer_kinds import resolve_optimizer
     from sd_scripts.training.noise import make_noise_scheduler
@@ -147,15 +174,18 @@ def run_benchmark(
     accelerator = create_accelerator(precision)
     device, dtype = accelerator.device, WEIGHT_DTYPES[precision]
     base = base or random_model(model)
-    spec = network_spec(network, dim=dim, network_args=network_args)
-    network_object = create_network(spec, base.text_encoder, base.unet)
+    unet_only = unet_only or cache_text_encoder_outputs  # cached outputs cannot follow a trained text encoder
+    spec = network_spec(network, dim=dim, network_args=network_args, unet_only=unet_only)
+    network_object = create_network(spec, base.text_encoders if base.is_sdxl else base.text_encoder, base.unet)
     network_object.apply_to()
     network_object.train()  # DyLoRA's random rank acts in training mode, as in the trainer
-    freeze_base_model((base.unet, base.vae, base.text_encoder), device, dtype)
+    freeze_base_model((base.unet, *base.text_encoders), device, dtype)
+    vae_dtype = torch.float32 if no_half_vae else dtype
+    freeze_base_model((base.vae,), device, vae_dtype)
     network_object.to(device, dtype=torch.float32)
     configure_attention(base.unet, base.vae, xformers=False, on_cuda=device.type == "cuda")
     if gradient_checkpointing:
-        enable_gradient_checkpointing(base.unet, [base.text_encoder], text_encoder_trained=True)
+        enable_gradient_checkpointing(base.unet, base.text_encoders, text_encoder_trained=not unet_only)
     groups = network_object.prepare_optimizer_params(1e-4, 1e-4, 1e-4)
     built = build_optimizer(resolve_optimizer(optimizer), groups, 1e-4, {})
     _, optimizer_object = accelerator.prepare(network_object, built.optimizer)
@@ -166,19 +196,40 @@ def run_benchmark(
     latent_size = resolution // 8
     pixels = torch.rand(batch_size, 3, resolution, resolution, generator=generator) * 2 - 1
     cached = torch.randn(batch_size, 4, latent_size, latent_size, generator=generator)
-    ids = tokenize(base.tokenizer, ["a photo of a cat, masterpiece"] * batch_size, None, False).to(device)
+    captions = ["a photo of a cat, masterpiece"] * batch_size
+    ids = tokenize(base.tokenizer, captions, None, False).to(device)
+    ids_2 = tokenize(base.tokenizer_2, captions, None, True).to(device) if base.is_sdxl else None
+    sizes = torch.tensor([[resolution, resolution]] * batch_size)
+    time_ids = sdxl_time_ids(sizes, torch.zeros_like(sizes), sizes).to(device, torch.float32)
     weights = torch.ones(batch_size)
+
+    def conditioning():
+        """The context, and SDXL's added conditioning, as the trainer's encode_captions / sdxl_conditioning."""
+        with torch.set_grad_enabled(not unet_only), accelerator.autocast():
+            if not base.is_sdxl:
+                return encode_tokens(base.text_encoder, ids, clip_skip=None, max_token_length=None, v2=False), None
+            context, pooled = encode_sdxl_tokens(base.text_encoder, base.text_encoder_2, ids, ids_2,
+                                                 max_token_length=None)
+        return context, {"text_embeds": pooled, "time_ids": time_ids}
+
+    if cache_text_encoder_outputs:
+        with torch.no_grad():
+            cached_conditioning = conditioning()
+        if device.type == "cuda":
+            for text_encoder in base.text_encoders:
+                text_encoder.to("cpu")
+            torch.cuda.empty_cache()
 
     def one_step() -> None:
         with torch.no_grad():
             if cache_latents:
                 latents = cached.to(device, dtype=dtype)
             else:
-                latents = base.vae.encode(pixels.to(device, dtype=dtype)).latent_dist.sample()
+                latents = base.vae.encode(pixels.to(device, dtype=vae_dtype)).latent_dist.sample().to(dtype)
         latents = latents * base.vae.config.scaling_factor
-        with accelerator.autocast():
-            context = encode_tokens(base.text_encoder, ids, clip_skip=None, max_token_length=None, v2=False)
-        loss = unet_loss(base.unet, scheduler, latents, context, weights, generator, NoiseSettings(), accelerator.autocast)
+        context, added = cached_conditioning if cache_text_encoder_outputs else conditioning()
+        loss = unet_loss(base.unet, scheduler, latents, context, weights, generator, NoiseSettings(),
+                         accelerator.autocast, added)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(parameters, 1.0)
         optimizer_object.step()
@@ -213,6 +264,8 @@ def run_benchmark(
         gradient_checkpointing=gradient_checkpointing,
         unet_parameters=sum(p.numel() for p in base.unet.parameters()),
         lora_parameters=sum(p.numel() for p in parameters),
+        unet_only=unet_only,
+        cached_text_encoder_outputs=cache_text_encoder_outputs,
         seconds_per_step=median,
         images_per_second=batch_size / median,
         peak_memory_bytes=peak,
@@ -281,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--cache-latents", action="store_true", help="skip the VAE encode, as with cached latents")
     parser.add_argument("--optimizer", default="AdamW")
+    parser.add_argument("--unet-only", action="store_true", help="train the U-Net only (network_train_unet_only)")
+    parser.add_argument("--cache-text-encoder-outputs", action="store_true",
+                        help="encode the caption once and train the U-Net only, as cache_text_encoder_outputs")
+    parser.add_argument("--no-half-vae", action="store_true", help="the VAE in fp32 under mixed precision")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     options = parser.parse_args(argv)
     if options.resolution % 8 or options.resolution < 64 or min(options.batch_size, options.steps, options.rounds) < 1:
@@ -301,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
         gradient_checkpointing=options.gradient_checkpointing,
         cache_latents=options.cache_latents,
         optimizer=options.optimizer,
+        unet_only=options.unet_only,
+        cache_text_encoder_outputs=options.cache_text_encoder_outputs,
+        no_half_vae=options.no_half_vae,
     )
     if len(options.network) == 1:
         print(run_benchmark(model=options.model, network=options.network[0], **settings).report())
