@@ -15,6 +15,15 @@
   SDPA or xformers attention, so no term grows with the square of the image area.
 * runtime: the libraries, the CUDA context, cuDNN/cuBLAS workspaces and the caching allocator's reserve.
 
+SDXL's activations are not scaled from SD1's: its U-Net has its attention at 1/2 and 1/4 of the latent size where
+SD1 has it at full size, so the two differ in shape, not only in width. They are counted (`CountedActivations`) from
+the tensors SDXL's real U-Net configuration makes: one forward of diffusers' UNet2DConditionModel built from the shipped
+sdxl_base_v1-0 config on the meta device, with hooks summing the outputs of every leaf module (what autograd keeps),
+normalisation layers in fp32 (autocast runs them in fp32) and the rest in the half precision of the run. With gradient
+checkpointing (diffusers checkpoints every ResnetBlock2D and BasicTransformerBlock) the backward pass keeps the inputs
+of those blocks, the tensors outside them, and one block recomputed at a time. With cached text-encoder outputs the
+two text encoders stay off the GPU (sd-scripts moves them to the CPU after caching), and with cached latents the VAE.
+
 The constants are calibrated on two sets of figures. Measured (reference/feasibility.md §3): a full SD1.5 U-Net in
 fp32 on a CPU with a LoRA peaks at 7.5 GB at 512 px (5.6 GB with gradient checkpointing) and 4.8 GB at 256 px.
 Published for kohya sd-scripts: an SD1.5 LoRA at 512 px, batch 1, fp16, SDPA/xformers, cached latents, gradient
@@ -29,6 +38,7 @@ from __future__ import annotations
 import math
 import subprocess
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -39,6 +49,7 @@ ACTIVATION_GB_PER_MEGAPIXEL = 13.7  # fp32, batch 1, no checkpointing: 3.6 GB at
 CHECKPOINTING_FACTOR = 0.47  # 1.7 GB instead of 3.6 GB at 512 px, measured
 MIXED_PRECISION_FACTOR = 0.8  # fits the published fp16 figures with and without checkpointing
 RUNTIME_GB = {"gpu": 2.6, "cpu": 0.7}  # CUDA context + workspaces + allocator reserve; torch & co. on a CPU
+TIGHT_MEMORY_SHARE = 0.9  # an estimate above this share of the free GPU memory is called tight
 
 WEIGHT_BYTES = {"no": 4, "fp16": 2, "bf16": 2}
 SAVE_BYTES = {"fp16": 2, "bf16": 2, "float": 4}
@@ -53,6 +64,42 @@ NETWORK_PARAMETERS_RELATIVE_TO_LORA = {"LoHa": 2.0, "LoKr": 0.5}  # see LoraShap
 
 
 @dataclass(frozen=True)
+class CountedActivations:
+    """Activation elements per latent pixel (image pixels / 64) of a U-Net forward at batch 1, by where they are kept.
+
+    half:  outputs of every leaf module but the normalisations (stored in the run's half precision, fp32 without);
+    fp32:  outputs of GroupNorm and LayerNorm (fp32 under autocast);
+    outside_half, outside_fp32: the same for the leaf modules outside the checkpointed blocks;
+    block_inputs: the inputs of the checkpointed blocks (kept in half precision);
+    largest_block_half, largest_block_fp32: the block whose recomputation holds the most;
+    largest_block_input: that block's input (its gradient and its output's are alive while it runs backwards).
+    """
+
+    half: int
+    fp32: int
+    outside_half: int
+    outside_fp32: int
+    block_inputs: int
+    largest_block_half: int
+    largest_block_fp32: int
+    largest_block_input: int
+
+    def bytes_per_latent_pixel(self, half_bytes: int, checkpointing: bool) -> int:
+        largest = self.largest_block_half * half_bytes + self.largest_block_fp32 * 4
+        if not checkpointing:
+            return self.half * half_bytes + self.fp32 * 4 + 2 * self.largest_block_input * half_bytes
+        return (self.outside_half * half_bytes + self.outside_fp32 * 4 + self.block_inputs * half_bytes + largest
+                + 2 * self.largest_block_input * half_bytes)
+
+
+# Counted on the meta device from sd_scripts/models/assets/configs/sdxl_base_v1-0/unet/config.json at 1024 px
+# (a 128x128 latent), with 77-token contexts; tests/test_sdxl_wizard_memory.py counts them again.
+SDXL_ACTIVATIONS = CountedActivations(half=158_109, fp32=28_640, outside_half=4_285, outside_fp32=1_600,
+                                      block_inputs=11_280, largest_block_half=2_560, largest_block_fp32=1_280,
+                                      largest_block_input=960)
+
+
+@dataclass(frozen=True)
 class ModelSize:
     """Parameter counts of a base model and of the LoRA modules the trainer wraps in it, per unit of rank.
 
@@ -61,7 +108,7 @@ class ModelSize:
     `LoRANetwork` on the shipped configs; a test recounts them).
     """
 
-    family: str  # "sd_v1" | "sd_v2"
+    family: str  # "sd_v1" | "sd_v2" | "sdxl_base_v1-0" (ss_base_model_version)
     unet_params: int
     text_encoder_params: int
     vae_params: int
@@ -73,29 +120,37 @@ class ModelSize:
     unet_modules: int
     locon_modules: int
     activation_scale: float = 1.0  # this U-Net's width relative to the family's (1.0 for real SD models)
+    activations: CountedActivations | None = None  # counted (SDXL); None: SD1's measured per-megapixel figures
 
 
 SD1 = ModelSize("sd_v1", 859_520_964, 123_060_480, 83_653_863, 165_888, 423_936, 82_880, 544_000, 72, 192, 86)
 SD2 = ModelSize("sd_v2", 865_910_724, 340_387_840, 83_653_863, 423_936, 432_128, 82_880, 544_000, 138, 192, 86)
+# SDXL base 1.0: U-Net 2,567,463,684; CLIP ViT-L 123,060,480 + OpenCLIP bigG with its projection 694,659,840; VAE as
+# SD's. LoRA sums of sd-scripts' targets: per transformer block at width C (context 2048) 28C + 4096, plus 4C per
+# Transformer2DModel: 10 blocks at 640 and 60 at 1280; text encoders 12 x 13,824 + 32 x 23,040; LoCon: 17 ResNet
+# blocks and 4 resamplers. The same sums give SD1's figures above.
+SDXL = ModelSize("sdxl_base_v1-0", 2_567_463_684, 817_720_320, 83_653_863, 903_168, 2_659_840, 58_560, 355_840, 264,
+                 722, 66, activations=SDXL_ACTIVATIONS)
+FAMILIES = {size.family: size for size in (SD1, SD2, SDXL)}
 
-# Key prefixes of a single-file (LDM layout) checkpoint.
+# Key prefixes of a single-file (LDM layout) checkpoint; SDXL's text encoders are its conditioner's embedders.
 UNET_KEYS, VAE_KEYS, TEXT_KEYS, SD2_TEXT_KEYS = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.", \
     "cond_stage_model.model."
+SDXL_TEXT_KEYS = "conditioner.embedders."
 
 
-def model_size(base_model: str | None, v2: bool) -> ModelSize:
-    """The sizes of this model: counted from a `.safetensors` header, else the family's (v2 picks SD2).
+def model_size(base_model: str | None, v2: bool, sdxl: bool = False) -> ModelSize:
+    """The sizes of this model: counted from a `.safetensors` header, else the family's (sdxl picks SDXL, v2 SD2).
 
     A file whose U-Net is much smaller than the family's (the demo's tiny model) gets its LoRA widths and
     activations scaled by the square root of the parameter ratio, since parameters grow with the square of a width.
     """
-    family = SD2 if v2 else SD1
+    family = SDXL if sdxl else SD2 if v2 else SD1
     is_safetensors = bool(base_model) and Path(base_model).suffix.lower() == ".safetensors"
     counts = _count_parameters(Path(base_model)) if is_safetensors else None
     if counts is None:
         return family
-    unet, text_encoder, vae, is_sd2 = counts
-    family = SD2 if is_sd2 else SD1
+    unet, text_encoder, vae, family = counts
     unet_width = math.sqrt(unet / family.unet_params)
     text_width = math.sqrt(text_encoder / family.text_encoder_params)
     if abs(unet_width - 1) < 0.1 and abs(text_width - 1) < 0.1:
@@ -113,9 +168,9 @@ def model_size(base_model: str | None, v2: bool) -> ModelSize:
     )
 
 
-def _count_parameters(path: Path) -> tuple[int, int, int, bool] | None:
-    """(U-Net, text encoder, VAE parameters, is SD2) from the file's header, None when it is not a readable one."""
-    totals = {UNET_KEYS: 0, TEXT_KEYS: 0, VAE_KEYS: 0}
+def _count_parameters(path: Path) -> tuple[int, int, int, ModelSize] | None:
+    """(U-Net, text encoders, VAE parameters, family) from the file's header, None when it is not a readable one."""
+    totals = {UNET_KEYS: 0, TEXT_KEYS: 0, SDXL_TEXT_KEYS: 0, VAE_KEYS: 0}
     is_sd2 = False
     try:
         with safe_open(str(path), framework="numpy") as checkpoint:
@@ -126,9 +181,11 @@ def _count_parameters(path: Path) -> tuple[int, int, int, bool] | None:
                 is_sd2 = is_sd2 or key.startswith(SD2_TEXT_KEYS)
     except (OSError, SafetensorError):
         return None
-    if not totals[UNET_KEYS] or not totals[TEXT_KEYS]:
+    text = totals[TEXT_KEYS] + totals[SDXL_TEXT_KEYS]
+    if not totals[UNET_KEYS] or not text:
         return None
-    return totals[UNET_KEYS], totals[TEXT_KEYS], totals[VAE_KEYS], is_sd2
+    family = SDXL if totals[SDXL_TEXT_KEYS] else SD2 if is_sd2 else SD1
+    return totals[UNET_KEYS], text, totals[VAE_KEYS], family
 
 
 @dataclass(frozen=True)
@@ -187,6 +244,7 @@ class TrainingSetup:
     optimizer: str  # sd-scripts' name, e.g. "AdamW8bit"
     lora: LoraShape
     on_gpu: bool
+    cache_text_encoder_outputs: bool = False  # the text encoders then leave the GPU after encoding the captions
 
 
 @dataclass(frozen=True)
@@ -206,20 +264,32 @@ class MemoryEstimate:
 def estimate_training_memory(setup: TrainingSetup, size: ModelSize = SD1) -> MemoryEstimate:
     """The peak memory of one training step, ±30% (see the module's docstring for the formula)."""
     weight_bytes = WEIGHT_BYTES[setup.mixed_precision]
-    frozen = size.unet_params + size.text_encoder_params + (0 if setup.cache_latents else size.vae_params)
+    frozen = (size.unet_params + (0 if setup.cache_text_encoder_outputs else size.text_encoder_params)
+              + (0 if setup.cache_latents else size.vae_params))
     lora_bytes_per_parameter = 4 + 4 + OPTIMIZER_STATE_BYTES.get(setup.optimizer, 8)
-    megapixels = setup.resolution[0] * setup.resolution[1] / 1e6
-    activations = ACTIVATION_GB_PER_MEGAPIXEL * megapixels * setup.batch_size * size.activation_scale
+    return MemoryEstimate(
+        frozen_weights_gb=frozen * weight_bytes / GB,
+        lora_training_gb=setup.lora.parameters(size) * lora_bytes_per_parameter / GB,
+        activations_gb=_activations_gb(setup, size),
+        runtime_gb=RUNTIME_GB["gpu" if setup.on_gpu else "cpu"],
+    )
+
+
+def _activations_gb(setup: TrainingSetup, size: ModelSize) -> float:
+    """Counted activations where the family has them (SDXL), else SD1's measured figures per megapixel."""
+    width, height = setup.resolution
+    if size.activations is not None:
+        latent_pixels = (width // 8) * (height // 8)
+        # autocast computes the half-precision parts in 2 bytes with fp16/bf16, 4 in fp32
+        per_pixel = size.activations.bytes_per_latent_pixel(WEIGHT_BYTES[setup.mixed_precision],
+                                                            setup.gradient_checkpointing)
+        return per_pixel * latent_pixels * setup.batch_size * size.activation_scale / GB
+    activations = ACTIVATION_GB_PER_MEGAPIXEL * width * height / 1e6 * setup.batch_size * size.activation_scale
     if setup.mixed_precision != "no":
         activations *= MIXED_PRECISION_FACTOR
     if setup.gradient_checkpointing:
         activations *= CHECKPOINTING_FACTOR
-    return MemoryEstimate(
-        frozen_weights_gb=frozen * weight_bytes / GB,
-        lora_training_gb=setup.lora.parameters(size) * lora_bytes_per_parameter / GB,
-        activations_gb=activations,
-        runtime_gb=RUNTIME_GB["gpu" if setup.on_gpu else "cpu"],
-    )
+    return activations
 
 
 @dataclass(frozen=True)
@@ -233,6 +303,13 @@ class GpuMemory:
     @property
     def free_gb(self) -> float:
         return self.total_gb - self.used_gb
+
+
+@lru_cache(maxsize=1)
+def free_gpu_memory_gb() -> float | None:
+    """The free memory of the GPU training uses, read once per session (the defaults that follow it ask often)."""
+    gpu = read_gpu_memory()
+    return None if gpu is None else gpu.free_gb
 
 
 def read_gpu_memory(timeout_s: float = 10.0) -> GpuMemory | None:

@@ -25,18 +25,21 @@ from sd_scripts.errors import UserFacingError
 from sd_scripts.training.length import RunLength, plan_run_length
 from sd_scripts.training.length import resolve_warmup_steps
 from sd_scripts.networks.kinds import network_type_of, parse_network_args
-from sd_scripts.training.validation import validate_args
+from sd_scripts.training.validation import caches_text_encoder_outputs, validate_args
 from wizard.askers.base import Asker, ReportAction, line_up_columns
 from wizard.askers.console import ConsoleAsker
-from wizard.config import TrainConfig
+from wizard.config import TrainConfig, trains_sdxl
+from wizard.model_family import found_family
 from wizard.formats.files import write_text_atomically
 from wizard.hardware import torch_gpu_warning
 from wizard.memory_estimate import (
     GB,
     OPTIMIZER_STATE_BYTES,
+    TIGHT_MEMORY_SHARE,
     GpuMemory,
     LoraShape,
     MemoryEstimate,
+    SDXL,
     ModelSize,
     TrainingSetup,
     estimate_training_memory,
@@ -51,7 +54,6 @@ REPORT_FILE = "preflight.txt"
 NAMES_SHOWN = 5  # file names listed for a problem before "and N more"
 TOP_TAGS = 10
 FEW_IMAGES_IN_BUCKET = 2  # a bucket with this many images or fewer is flagged
-TIGHT_MEMORY_SHARE = 0.9  # an estimate above this share of the free GPU memory is called tight
 LATENT_CHANNELS, LATENT_DOWNSCALE, LATENT_BYTES = 4, 8, 4  # an SD latent: 4 fp32 channels at 1/8 of the size
 
 
@@ -125,6 +127,7 @@ class Preflight:
     warmup_steps: int = 0
     top_tags: list[tuple[str, int]] = field(default_factory=list)
     triggers: list[TriggerCheck] = field(default_factory=list)
+    model_family: str | None = None  # the base model's family as its file says, in words ("SDXL v-prediction")
     memory: MemoryEstimate | None = None
     gpu: GpuMemory | None = None
     gpu_warning: str | None = None  # an NVIDIA GPU is there, but the installed PyTorch cannot use it
@@ -140,7 +143,8 @@ class Preflight:
         """The report in plain words; table rows separate their cells with tabs (see `line_up_columns`)."""
         if self.problem is not None:
             return f"Training cannot start: {self.problem}"
-        sections = [self._images_text(), self._buckets_text(), self._length_text(), self._tags_text()]
+        sections = [self._model_text()] if self.model_family else []
+        sections += [self._images_text(), self._buckets_text(), self._length_text(), self._tags_text()]
         if self.gpu_warning:
             sections.append(f"PyTorch and the GPU\n{self.gpu_warning}")
         sections += [self._memory_text(), self._disk_text()]
@@ -149,6 +153,9 @@ class Preflight:
         return "\n\n".join(sections)
 
     # --- the sections -------------------------------------------------------------------------------------------
+
+    def _model_text(self) -> str:
+        return f"Base model\nThe base model file is {self.model_family}."
 
     def _images_text(self) -> str:
         lines = ["Images and captions", "Folder\tImages\tCaptions\tRepeats\tSamples per epoch"]
@@ -286,8 +293,9 @@ def preflight_report(
     except UserFacingError as problem:
         return Preflight(problem=str(problem))
     gpu = read_gpu()
-    size = model_size(args.pretrained_model_name_or_path, args.v2)
+    size = model_size(args.pretrained_model_name_or_path, args.v2, trains_sdxl(config))
     setup = _training_setup(args, plan, lora, on_gpu=gpu is not None)
+    family = found_family(args.pretrained_model_name_or_path)
     return Preflight(
         folders=[_folder_count(subset) for subset in plan.subsets],
         buckets=_bucket_counts(plan),
@@ -299,13 +307,14 @@ def preflight_report(
         length=length,
         counted_in_epochs=args.max_train_epochs is not None,
         warmup_steps=warmup_steps,
+        model_family=family.description if family is not None else None,
         top_tags=_top_tags(plan),
         triggers=[_trigger_check(subset) for subset in plan.subsets
                   if not subset.is_reg and subset.class_tokens and subset.images],
         memory=estimate_training_memory(setup, size),
         gpu=gpu,
         gpu_warning=check_torch(),
-        memory_advice=_memory_advice(setup),
+        memory_advice=_memory_advice(setup, sdxl=size.family == SDXL.family),
         disks=_disk_checks(args, plan, length, lora, size),
         warnings=list(plan.warnings),
     )
@@ -412,6 +421,7 @@ def _training_setup(args: TrainArgs, plan: DatasetPlan, lora: LoraShape, *, on_g
         optimizer=_optimizer_name(args),
         lora=lora,
         on_gpu=on_gpu,
+        cache_text_encoder_outputs=caches_text_encoder_outputs(args),
     )
 
 
@@ -421,8 +431,8 @@ def _optimizer_name(args: TrainArgs) -> str:
     return by_lower.get((args.optimizer_type or "AdamW").strip().lower(), "AdamW")
 
 
-def _memory_advice(setup: TrainingSetup) -> list[str]:
-    """The changes that lower the memory, leaving out the ones already made."""
+def _memory_advice(setup: TrainingSetup, *, sdxl: bool) -> list[str]:
+    """The changes that lower the memory, leaving out the ones already made (SDXL: sd-scripts' 8 GB advice)."""
     advice = []
     if setup.batch_size > 1:
         advice.append("a smaller batch size")
@@ -430,9 +440,13 @@ def _memory_advice(setup: TrainingSetup) -> list[str]:
         advice.append("turn on gradient checkpointing")
     if not setup.cache_latents:
         advice.append("cache latents")
+    if sdxl and not setup.cache_text_encoder_outputs:
+        advice.append("train the U-Net only with cached text-encoder outputs")
     if setup.optimizer == "AdamW":
         advice.append("the AdamW8bit optimizer")
-    if max(setup.resolution) > 512:
+    if sdxl and setup.lora.dim > 8:
+        advice.append("a network dim of 4 to 8")
+    if max(setup.resolution) > (1024 if sdxl else 512):
         advice.append("a lower training resolution")
     return advice
 
