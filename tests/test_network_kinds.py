@@ -55,7 +55,7 @@ def test_options_are_typed_and_the_old_cp_spellings_read_as_use_tucker():
     ("lycoris.kohya", ["algo=ia3", "conv_dim=4"], "does not apply to IA3"),
     ("lycoris.kohya", ["algo=loha", "rank_dropout=1.5"], "rank_dropout needs a number from 0 to below 1"),
     ("lycoris.kohya", ["algo=loha", "dropout=0.1"], "does not apply to LoHa"),  # acts in no mode sd-scripts uses
-    ("networks.lora", ["block_dims=4,4"], "25 comma-separated whole numbers"),
+    ("networks.lora", ["block_dims=4,4"], r"25 \(SDXL: 23\) comma-separated whole numbers"),
     ("networks.lora", ["conv_dim"], "not of the form key=value"),
 ])
 def test_what_a_type_cannot_take_is_one_sentence(module, args, words):

@@ -3,7 +3,7 @@ networks without knowing which algorithm they hold.
 
 A network is a `torch.nn.Module` that sits on a frozen text encoder and U-Net:
 
-* `from_spec(text_encoder, unet, spec)` builds a fresh one, `from_weights(text_encoder, unet, state_dict, ...)` one
+* `from_spec(text_encoder, unet, spec)` (one text encoder, or a list of SDXL's two) builds a fresh one, `from_weights(text_encoder, unet, state_dict, ...)` one
   shaped and filled as a saved file says;
 * `apply_to()` makes the base model compute with it, `restore()` makes the base model compute exactly what it did
   before, `merge_to(multiplier)` adds its weight differences into the base weights for good;
@@ -18,7 +18,7 @@ A network is a `torch.nn.Module` that sits on a frozen text encoder and U-Net:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from sd_scripts.networks.kinds import NetworkType
+
+TextEncoders = nn.Module | Sequence[nn.Module]  # one text encoder, or SDXL's two in sd-scripts' order (te1, te2)
 
 
 @dataclass(frozen=True)
@@ -48,11 +50,11 @@ class Network(Protocol):
     unet_loras: list[nn.Module]
 
     @classmethod
-    def from_spec(cls, text_encoder: nn.Module, unet: nn.Module, spec: NetworkSpec) -> Self: ...
+    def from_spec(cls, text_encoder: TextEncoders, unet: nn.Module, spec: NetworkSpec) -> Self: ...
 
     @classmethod
     def from_weights(
-        cls, text_encoder: nn.Module, unet: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+        cls, text_encoder: TextEncoders, unet: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
         multiplier: float = 1.0, metadata: Mapping[str, str] | None = None,
     ) -> Self: ...
 

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import NetworkSpec
+from sd_scripts.networks.base import NetworkSpec, TextEncoders
 from sd_scripts.networks.lora import LoRANetwork, file_module_ranks
 
 DEFAULT_UNIT = 1  # sd-scripts' default, and what it uses for a file it re-creates from its weights
@@ -159,7 +159,7 @@ class DyLoRANetwork(LoRANetwork):
 
     def __init__(
         self,
-        text_encoder: nn.Module,
+        text_encoder: TextEncoders,
         unet: nn.Module,
         *,
         multiplier: float = 1.0,
@@ -195,7 +195,7 @@ class DyLoRANetwork(LoRANetwork):
         self.unit = unit
 
     @classmethod
-    def from_spec(cls, text_encoder: nn.Module, unet: nn.Module, spec: NetworkSpec) -> DyLoRANetwork:
+    def from_spec(cls, text_encoder: TextEncoders, unet: nn.Module, spec: NetworkSpec) -> DyLoRANetwork:
         """A fresh DyLoRA as `spec` asks (its options: unit, conv_dim, conv_alpha)."""
         return cls(
             text_encoder,
@@ -213,7 +213,7 @@ class DyLoRANetwork(LoRANetwork):
     @classmethod
     def from_weights(
         cls,
-        text_encoder: nn.Module,
+        text_encoder: TextEncoders,
         unet: nn.Module,
         state_dict: Mapping[str, torch.Tensor],
         *,

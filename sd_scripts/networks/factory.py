@@ -14,7 +14,7 @@ from torch import nn
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import Network, NetworkSpec
+from sd_scripts.networks.base import Network, NetworkSpec, TextEncoders
 from sd_scripts.networks.file_kinds import file_network_module
 from sd_scripts.networks.kinds import KOHYA_DYLORA_MODULE, KOHYA_LORA_MODULE, LYCORIS_MODULE
 from sd_scripts.networks.kinds import network_type_of, parse_network_args
@@ -52,14 +52,14 @@ def spec_from_args(args: TrainArgs) -> NetworkSpec:
     )
 
 
-def create_network(spec: NetworkSpec, text_encoder: nn.Module, unet: nn.Module) -> Network:
-    """A fresh network of `spec` on this text encoder and U-Net (not yet applied)."""
+def create_network(spec: NetworkSpec, text_encoder: TextEncoders, unet: nn.Module) -> Network:
+    """A fresh network of `spec` on this text encoder (or SDXL's list of two) and U-Net (not yet applied)."""
     return _network_class(spec.kind.module).from_spec(text_encoder, unet, spec)
 
 
 def network_from_file(
     weights: str | Path | Mapping[str, torch.Tensor],
-    text_encoder: nn.Module,
+    text_encoder: TextEncoders,
     unet: nn.Module,
     *,
     multiplier: float = 1.0,

@@ -1,5 +1,10 @@
-"""What kind of network a saved file holds, read from its tensor names and metadata alone (no torch needed), so
-that a file to continue from is checked before any model loads.
+"""What kind of network a saved file holds, and for which model family, read from its tensor names and metadata
+alone (no torch needed), so that a file to continue from or to merge is checked before any model loads.
+
+An SDXL file is told by its names (sd-scripts': `lora_te1_` / `lora_te2_`, and SGM U-Net names `lora_unet_input_blocks_`,
+`lora_unet_middle_block_`, `lora_unet_output_blocks_`), an SD 1.x/2.x file by `lora_te_` and diffusers U-Net names
+(`lora_unet_down_blocks_`, `lora_unet_mid_block_`, `lora_unet_up_blocks_`, `lora_unet_conv_in`...); a file whose
+names say neither is told by its `ss_base_model_version` metadata.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from pathlib import Path
 
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.kinds import KOHYA_DYLORA_MODULE, KOHYA_LORA_MODULE, LYCORIS_MODULE, MODULE_ALIASES
+from sd_scripts.networks.sgm_names import is_sdxl_lora_key
 
 # Tensor names that only LyCORIS writes (LoHa, LoKr, IA3, DoRA, Tucker/CP, full and norm modules).
 LYCORIS_ONLY_SUFFIXES = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2",
@@ -19,6 +25,8 @@ KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 LYCORIS_ONLY_LAYERS = ("lora_unet_conv_in.", "lora_unet_conv_out.", "lora_unet_time_embedding_")
 # LyCORIS' algo, told by the first tensor name that only it writes.
 ALGO_OF_SUFFIX = (("hada_", "loha"), ("lokr_", "lokr"), ("on_input", "ia3"))
+SDXL_VERSION_START = "sdxl"  # ss_base_model_version of every SDXL file sd-scripts writes ("sdxl_base_v1-0", ...)
+SD_FAMILY, SDXL_FAMILY = "SD 1.x/2.x", "SDXL"
 
 
 def file_network_module(keys: Collection[str], metadata: Mapping[str, str]) -> str:
@@ -34,7 +42,27 @@ def file_network_module(keys: Collection[str], metadata: Mapping[str, str]) -> s
     if any(key.endswith(".lora_down.weight") for key in keys) and _has_kohya_keys(keys):
         return KOHYA_LORA_MODULE
     raise UserFacingError(f"This file is not a LoRA this trainer can continue: {describe_keys(keys)}; "
-                          "choose a LoRA or LyCORIS file made for Stable Diffusion 1.x/2.x.")
+                          "choose a LoRA or LyCORIS file made by sd-scripts or this trainer.")
+
+
+def file_is_sdxl(keys: Collection[str], metadata: Mapping[str, str]) -> bool | None:
+    """Whether a LoRA/LyCORIS file was made for SDXL (its names, else its metadata); None when nothing says."""
+    kohya_keys = [key for key in keys if key.startswith(KOHYA_PREFIXES)]
+    if kohya_keys:
+        return any(is_sdxl_lora_key(key) for key in kohya_keys)
+    version = metadata.get("ss_base_model_version")
+    return version.startswith(SDXL_VERSION_START) if version else None
+
+
+def require_file_fits_model(name: str, keys: Collection[str], metadata: Mapping[str, str], *,
+                            model_is_sdxl: bool) -> None:
+    """Refuse, in one sentence, a network file of the other family than the base model (SDXL vs SD 1.x/2.x)."""
+    file_sdxl = file_is_sdxl(keys, metadata)
+    if file_sdxl is None or file_sdxl == model_is_sdxl:
+        return
+    file_family, model_family = (SDXL_FAMILY, SD_FAMILY) if file_sdxl else (SD_FAMILY, SDXL_FAMILY)
+    raise UserFacingError(f"{name} was made for {file_family} models but the base model is {model_family}; choose "
+                          f"an {file_family} base model or a file made for {model_family}.")
 
 
 def file_lycoris_algo(keys: Collection[str]) -> str:

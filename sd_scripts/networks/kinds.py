@@ -22,8 +22,43 @@ LYCORIS_MODULE = "lycoris.kohya"
 # sd-scripts run from the original tool's checkout named its modules this way; they are the same networks.
 MODULE_ALIASES = {"sd_scripts.networks.lora": KOHYA_LORA_MODULE, "sd_scripts.networks.dylora": KOHYA_DYLORA_MODULE}
 
-BLOCKS_PER_SIDE = 12  # SD1/SD2 U-Net: 12 down blocks, 1 middle, 12 up (sd-scripts' block numbering)
-NUM_BLOCKS = 2 * BLOCKS_PER_SIDE + 1
+
+
+@dataclass(frozen=True)
+class BlockCounts:
+    """How many values each per-block option of kohya's LoRA takes for a model family (sd-scripts' numbering).
+
+    SD1/SD2: 12 down, 1 middle, 12 up = 25. SDXL: 9 input, 3 middle, 9 output, and in the per-block dims and alphas
+    a first (base: time and size embeddings) and last (out) value around them = 23; those two blocks never get a LoRA.
+    """
+
+    per_side: int  # values of down_lr_weight and of up_lr_weight
+    middle: int  # values of mid_lr_weight
+    edges: int  # SDXL's base and out blocks, counted only in the 23 per-block dims/alphas
+
+    @property
+    def total(self) -> int:
+        """Values of block_dims, block_alphas, conv_block_dims, conv_block_alphas."""
+        return 2 * self.per_side + self.middle + self.edges
+
+    @property
+    def layout(self) -> str:
+        """The order of the `total` values, for sentences."""
+        if self.edges:
+            return f"base, {self.per_side} input, {self.middle} middle, {self.per_side} output, out"
+        return f"{self.per_side} down, the middle, {self.per_side} up"
+
+
+SD_BLOCK_COUNTS = BlockCounts(per_side=12, middle=1, edges=0)
+SDXL_BLOCK_COUNTS = BlockCounts(per_side=9, middle=3, edges=2)
+BLOCKS_PER_SIDE = SD_BLOCK_COUNTS.per_side  # SD1/SD2 U-Net: 12 down blocks, 1 middle, 12 up
+NUM_BLOCKS = SD_BLOCK_COUNTS.total
+
+
+def block_counts(is_sdxl: bool) -> BlockCounts:
+    """The per-block value counts for SDXL or for SD1/SD2 (what the wizard's questions ask for)."""
+    return SDXL_BLOCK_COUNTS if is_sdxl else SD_BLOCK_COUNTS
+
 BLOCK_WEIGHT_PRESETS = ("sine", "cosine", "linear", "reverse_linear", "zeros")
 LYCORIS_PRESETS = ("full", "full-lin", "attn-mlp", "attn-only", "unet-only", "unet-transformer-only",
                    "unet-convblock-only", "ia3")
@@ -39,24 +74,38 @@ def _truth(text: str) -> bool:
     raise ValueError(text)
 
 
-def _block_list(length: int, *, whole: bool) -> Callable[[str], tuple[float, ...] | tuple[int, ...]]:
+def _block_list(lengths: tuple[int, ...], *, whole: bool) -> Callable[[str], tuple[float, ...] | tuple[int, ...]]:
+    """Comma-separated values, as many as one of `lengths` (one per family: which one fits is checked in blocks.py,
+    where the model's family is known)."""
     def parse(text: str) -> tuple[float, ...] | tuple[int, ...]:
         values = [part.strip() for part in text.split(",") if part.strip()]
-        if len(values) != length:
+        if len(values) not in lengths:
             raise ValueError(text)
         return tuple(int(value) for value in values) if whole else tuple(float(value) for value in values)
     return parse
 
 
+_SIDE_LENGTHS = (SD_BLOCK_COUNTS.per_side, SDXL_BLOCK_COUNTS.per_side)
+_TOTAL_LENGTHS = (SD_BLOCK_COUNTS.total, SDXL_BLOCK_COUNTS.total)
+
+
 def _block_weights(text: str) -> str | tuple[float, ...]:
-    """12 weights, or a preset word with an optional "+base" (sd-scripts: "cosine+.25")."""
+    """12 weights (SDXL: 9), or a preset word with an optional "+base" (sd-scripts: "cosine+.25")."""
     word = text.strip().split("+")[0].strip()
     if word in BLOCK_WEIGHT_PRESETS:
         return text.strip()
-    weights = _block_list(BLOCKS_PER_SIDE, whole=False)(text)
+    weights = _block_list(_SIDE_LENGTHS, whole=False)(text)
     if any(weight < 0 for weight in weights):
         raise ValueError(text)
     return weights
+
+
+def _mid_weights(text: str) -> float | tuple[float, ...]:
+    """One weight for SD1/SD2's middle block, or three for SDXL's (middle_block 0, 1, 2)."""
+    weights = _block_list((SD_BLOCK_COUNTS.middle, SDXL_BLOCK_COUNTS.middle), whole=False)(text)
+    if any(weight < 0 for weight in weights):
+        raise ValueError(text)
+    return weights[0] if len(weights) == 1 else weights
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -109,16 +158,18 @@ OPTIONS: dict[str, NetworkOption] = {option.name: option for option in (
     NetworkOption("conv_alpha", _non_negative, "a number of 0 or more, e.g. conv_alpha=4"),
     NetworkOption("unit", _positive_int, "a whole number of 1 or more that divides the dim, e.g. unit=4"),
     NetworkOption("down_lr_weight", _block_weights,
-                  f"12 comma-separated weights of 0 or more, or one of {', '.join(BLOCK_WEIGHT_PRESETS)}"),
-    NetworkOption("mid_lr_weight", _non_negative, "a number of 0 or more, e.g. mid_lr_weight=1"),
+                  f"12 (SDXL: 9) comma-separated weights of 0 or more, or one of {', '.join(BLOCK_WEIGHT_PRESETS)}"),
+    NetworkOption("mid_lr_weight", _mid_weights,
+                  "a number of 0 or more (SDXL: 3 comma-separated numbers), e.g. mid_lr_weight=1"),
     NetworkOption("up_lr_weight", _block_weights,
-                  f"12 comma-separated weights of 0 or more, or one of {', '.join(BLOCK_WEIGHT_PRESETS)}"),
+                  f"12 (SDXL: 9) comma-separated weights of 0 or more, or one of {', '.join(BLOCK_WEIGHT_PRESETS)}"),
     NetworkOption("block_lr_zero_threshold", _non_negative, "a number of 0 or more, e.g. 0.1"),
-    NetworkOption("block_dims", _block_list(NUM_BLOCKS, whole=True), f"{NUM_BLOCKS} comma-separated whole numbers"),
-    NetworkOption("block_alphas", _block_list(NUM_BLOCKS, whole=False), f"{NUM_BLOCKS} comma-separated numbers"),
-    NetworkOption("conv_block_dims", _block_list(NUM_BLOCKS, whole=True),
-                  f"{NUM_BLOCKS} comma-separated whole numbers"),
-    NetworkOption("conv_block_alphas", _block_list(NUM_BLOCKS, whole=False), f"{NUM_BLOCKS} comma-separated numbers"),
+    NetworkOption("block_dims", _block_list(_TOTAL_LENGTHS, whole=True), "25 (SDXL: 23) comma-separated whole numbers"),
+    NetworkOption("block_alphas", _block_list(_TOTAL_LENGTHS, whole=False), "25 (SDXL: 23) comma-separated numbers"),
+    NetworkOption("conv_block_dims", _block_list(_TOTAL_LENGTHS, whole=True),
+                  "25 (SDXL: 23) comma-separated whole numbers"),
+    NetworkOption("conv_block_alphas", _block_list(_TOTAL_LENGTHS, whole=False),
+                  "25 (SDXL: 23) comma-separated numbers"),
     NetworkOption("algo", _choice(("lora", "locon", "loha", "lokr", "ia3")), "one of lora, locon, loha, lokr, ia3"),
     NetworkOption("preset", _choice(LYCORIS_PRESETS), f"one of {', '.join(LYCORIS_PRESETS)}"),
     NetworkOption("use_tucker", _truth, "True or False"),

@@ -1,4 +1,4 @@
-"""Our kohya-format LoRA / LoCon network for Stable Diffusion 1.x and 2.x.
+"""Our kohya-format LoRA / LoCon network for Stable Diffusion 1.x, 2.x and SDXL.
 
 It behaves as sd-scripts' `networks/lora.py`, so the files it writes load in A1111, ComfyUI, Forge, diffusers and
 sd-scripts itself:
@@ -12,7 +12,9 @@ sd-scripts itself:
   block its own optimizer group at unet lr x weight, and a block of weight 0 gets no modules (no keys in the file).
 * Key names are `lora_unet_<diffusers path>` and `lora_te_text_model_<path>` with every "." turned into "_".
   transformers 5 dropped the `text_model.` level of `CLIPTextModel`; it is put back so the names stay the ones every
-  LoRA reader expects.
+  LoRA reader expects. SDXL (a U-Net with the "text_time" embedding, and a list of two text encoders) is named as
+  sd-scripts names it: `lora_unet_<SGM path>` and `lora_te1_...` / `lora_te2_...` (see `sgm_names.py`). The same
+  classes are targeted as for SD1/SD2, which are the ones sd-scripts' SGM U-Net has.
 * `lora_down` is Kaiming-uniform (a=sqrt(5)), `lora_up` is zero, so applying a fresh network changes nothing.
   Output = original(x) + up(down(x)) * multiplier * alpha / rank.
 
@@ -32,12 +34,11 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import NetworkSpec
+from sd_scripts.networks.base import NetworkSpec, TextEncoders
 from sd_scripts.networks.blocks import BlockRanks, block_index, block_lr_weights, block_ranks
+from sd_scripts.networks.sgm_names import TEXT_ENCODER_PREFIX, UNET_PREFIX, is_sdxl_unet_config, sgm_module_path
+from sd_scripts.networks.sgm_names import text_encoder_prefixes
 from sd_scripts.saving.lora_file import load_lora_file
-
-TEXT_ENCODER_PREFIX = "lora_te"
-UNET_PREFIX = "lora_unet"
 TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 UNET_TARGETS = ("Transformer2DModel",)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
@@ -91,8 +92,44 @@ class LoRAModule(nn.Module):
         return (up @ down).reshape(out_shape) * (self.alpha / self.rank)
 
 
+def text_encoder_list(text_encoder: TextEncoders) -> list[nn.Module]:
+    """The text encoders as a list: one module, or SDXL's two."""
+    return [text_encoder] if isinstance(text_encoder, nn.Module) else list(text_encoder)
+
+
+def is_sdxl_unet(unet: nn.Module) -> bool:
+    """Whether `unet` is SDXL's, whose LoRA names are the SGM ones."""
+    return is_sdxl_unet_config(getattr(unet, "config", {}))
+
+
+def unet_lora_namer(unet: nn.Module) -> Callable[[str], str | None]:
+    """The kohya name of the Linear/Conv2d at a U-Net module path: the diffusers path for SD1/SD2, the SGM path for
+    SDXL (None for a layer the original U-Net has no name for)."""
+    if not is_sdxl_unet(unet):
+        return lambda path: f"{UNET_PREFIX}.{path}".replace(".", "_")
+    layers_per_block, up_block_types = unet.config["layers_per_block"], unet.config["up_block_types"]
+
+    def sgm_name(path: str) -> str | None:
+        try:
+            return f"{UNET_PREFIX}.{sgm_module_path(path, layers_per_block, up_block_types)}".replace(".", "_")
+        except ValueError:
+            return None
+    return sgm_name
+
+
+def text_encoder_lora_namers(text_encoder: TextEncoders) -> list[tuple[nn.Module, Callable[[str], str]]]:
+    """Each text encoder with the kohya name of its module paths (`lora_te`, or `lora_te1` / `lora_te2`), the
+    `text_model.` level included whatever the transformers version."""
+    encoders = text_encoder_list(text_encoder)
+
+    def namer(prefix: str) -> Callable[[str], str]:
+        return lambda path: f"{prefix}.{path if path.startswith('text_model.') else 'text_model.' + path}".replace(
+            ".", "_")
+    return [(encoder, namer(prefix)) for encoder, prefix in zip(encoders, text_encoder_prefixes(len(encoders)))]
+
+
 class LoRANetwork(nn.Module):
-    """All LoRA modules for one text encoder and one U-Net, registered under their kohya names.
+    """All LoRA modules for the text encoder(s) and the U-Net, registered under their kohya names.
 
     Because each `LoRAModule` is a child named by its kohya name, the inherited `state_dict()` already has the exact
     keys of a kohya file: `<lora_name>.lora_down.weight`, `<lora_name>.lora_up.weight`, `<lora_name>.alpha`.
@@ -103,7 +140,7 @@ class LoRANetwork(nn.Module):
 
     def __init__(
         self,
-        text_encoder: nn.Module,
+        text_encoder: TextEncoders,
         unet: nn.Module,
         *,
         multiplier: float = 1.0,
@@ -125,6 +162,7 @@ class LoRANetwork(nn.Module):
         self.conv_dim = conv_dim
         self.conv_alpha = DEFAULT_CONV_ALPHA if conv_dim is not None and conv_alpha is None else conv_alpha
         self.module_ranks = module_ranks
+        self.is_sdxl = is_sdxl_unet(unet)  # SGM names and SDXL's 23 blocks
         self.block_ranks = block_ranks
         self.block_lr_weights: tuple[float, ...] | None = None  # see set_block_lr_weights
         # lora_name -> the base-model module it hooks into; a plain dict so the base model is not registered here.
@@ -134,20 +172,19 @@ class LoRANetwork(nn.Module):
         self.unet_loras: list[LoRAModule] = []
 
         if train_text_encoder:
-            self.text_encoder_loras = self._create_loras(
-                text_encoder, TEXT_ENCODER_PREFIX, TEXT_ENCODER_TARGETS, text_model_level=True
-            )
+            for encoder, name_of in text_encoder_lora_namers(text_encoder):
+                self.text_encoder_loras += self._create_loras(encoder, TEXT_ENCODER_TARGETS, name_of)
         if train_unet:
             scan_convs = conv_dim is not None or module_ranks is not None or (
                 block_ranks is not None and block_ranks.conv_dims is not None)
             unet_targets = UNET_TARGETS + (UNET_CONV_TARGETS if scan_convs else ())
-            self.unet_loras = self._create_loras(unet, UNET_PREFIX, unet_targets, text_model_level=False)
+            self.unet_loras = self._create_loras(unet, unet_targets, unet_lora_namer(unet))
         for lora in self.text_encoder_loras + self.unet_loras:
             lora.multiplier = multiplier
             self.add_module(lora.lora_name, lora)
 
     @classmethod
-    def from_spec(cls, text_encoder: nn.Module, unet: nn.Module, spec: NetworkSpec) -> "LoRANetwork":
+    def from_spec(cls, text_encoder: TextEncoders, unet: nn.Module, spec: NetworkSpec) -> "LoRANetwork":
         """A fresh LoRA (or kohya LoCon when the spec has conv_dim) as `spec` asks, with its block-wise options."""
         conv_dim, conv_alpha = spec.options.get("conv_dim"), spec.options.get("conv_alpha")
         network = cls(
@@ -161,7 +198,7 @@ class LoRANetwork(nn.Module):
             train_unet=spec.train_unet,
             train_text_encoder=spec.train_text_encoder,
             block_ranks=block_ranks(spec.options, dim=spec.dim, alpha=spec.alpha, conv_dim=conv_dim,
-                                    conv_alpha=conv_alpha),
+                                    conv_alpha=conv_alpha, is_sdxl=is_sdxl_unet(unet)),
         )
         network.set_block_lr_weights(spec.options)
         return network
@@ -169,7 +206,7 @@ class LoRANetwork(nn.Module):
     @classmethod
     def from_weights(
         cls,
-        text_encoder: nn.Module,
+        text_encoder: TextEncoders,
         unet: nn.Module,
         weights: str | Path | Mapping[str, torch.Tensor],
         *,
@@ -187,19 +224,19 @@ class LoRANetwork(nn.Module):
 
     # --- building ---------------------------------------------------------------------------------------------------
     def _create_loras(
-        self, root: nn.Module, prefix: str, target_classes: tuple[str, ...], *, text_model_level: bool
+        self, root: nn.Module, target_classes: tuple[str, ...], name_of: Callable[[str], str | None]
     ) -> list[LoRAModule]:
         loras: list[LoRAModule] = []
         for path, module in root.named_modules():
             if type(module).__name__ not in target_classes:
                 continue
-            if text_model_level and not path.startswith("text_model."):
-                path = f"text_model.{path}"
             for child_path, child in module.named_modules():
                 if not isinstance(child, (nn.Linear, nn.Conv2d)):
                     continue
-                lora_name = f"{prefix}.{path}.{child_path}".replace(".", "_")
-                rank_alpha = self._rank_for(lora_name, child, in_unet=prefix == UNET_PREFIX)
+                lora_name = name_of(f"{path}.{child_path}")
+                if lora_name is None:
+                    raise RuntimeError(f"The layer {path}.{child_path} has no kohya name.")
+                rank_alpha = self._rank_for(lora_name, child, in_unet=lora_name.startswith(UNET_PREFIX))
                 if rank_alpha is None:
                     continue
                 if lora_name in self.targets:
@@ -269,7 +306,7 @@ class LoRANetwork(nn.Module):
 
         Also meant for a network continued from a file, as sd-scripts applies the weights with `dim_from_weights`.
         """
-        self.block_lr_weights = block_lr_weights(options)
+        self.block_lr_weights = block_lr_weights(options, is_sdxl=self.is_sdxl)
 
     def prepare_optimizer_params(
         self, text_encoder_lr: float | None, unet_lr: float | None, default_lr: float
@@ -329,7 +366,7 @@ class LoRANetwork(nn.Module):
         if not matched:
             raise UserFacingError(
                 "None of the LoRA file's weights belong to this model's layers; "
-                "choose a LoRA made for Stable Diffusion 1.x/2.x."
+                "choose a LoRA made for this base model's family."
             )
         self.load_state_dict(matched, strict=False)
 

@@ -1,4 +1,4 @@
-"""LyCORIS networks (LoCon, LoHa, LoKr, IA3; with DoRA and Tucker) for Stable Diffusion 1.x and 2.x.
+"""LyCORIS networks (LoCon, LoHa, LoKr, IA3; with DoRA and Tucker) for Stable Diffusion 1.x, 2.x and SDXL.
 
 The algorithms are lycoris-lora's own: `LycorisNetworkKohya` picks the layers of a preset and builds one LyCORIS
 module per layer, and `lycoris.modules.get_module/make_module` rebuild a module from a file's tensors. This class
@@ -16,6 +16,11 @@ What lycoris-lora 4.1.3 does not do right for SD1/SD2 is handled here rather tha
   `apply_preset` sets class attributes: they are restored after each build, so one network never shapes the next.
 * transformers 5 dropped the `text_model.` level of `CLIPTextModel`; LyCORIS sees the text encoder through a small
   module that puts it back, so the names are the `lora_te_text_model_...` every LoRA loader expects.
+* SDXL: sd-scripts hands LyCORIS its own SGM U-Net, so SDXL LyCORIS files have the SGM names
+  (`lora_unet_input_blocks_4_1_...`) and `lora_te1_` / `lora_te2_`. LyCORIS names our diffusers U-Net's modules by
+  their diffusers paths; each U-Net module is renamed to its SGM name once built (`sgm_names.py`). The SGM U-Net has
+  no modules named `conv_in`, `conv_out`, `time_embedding.linear_1/2` and no `TimestepEmbedding` class, so with
+  sd-scripts the presets never reach those layers on SDXL; they are left out here too, so the files are the same.
 * LyCORIS logs every build at INFO and prints a line per LoHa/LoKr layer when `dropout` is set; its logger is kept
   at WARNING during our calls and the printed lines become one warning each.
 * Its `merge_to` applies alpha/rank twice for LoHa and LoKr; `merge_to` here adds the weight difference each
@@ -49,7 +54,9 @@ from lycoris.modules.base import LycorisBaseModule
 from torch import nn
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import NetworkSpec
+from sd_scripts.networks.base import NetworkSpec, TextEncoders
+from sd_scripts.networks.lora import is_sdxl_unet, text_encoder_lora_namers, text_encoder_list
+from sd_scripts.networks.lora import unet_lora_namer
 
 logger = logging.getLogger("sd_scripts.networks")
 
@@ -57,6 +64,7 @@ TEXT_ENCODER_PREFIX = LycorisNetworkKohya.LORA_PREFIX_TEXT_ENCODER  # "lora_te"
 UNET_PREFIX = LycorisNetworkKohya.LORA_PREFIX_UNET  # "lora_unet"
 DEFAULT_PRESET = "full"  # what lycoris.kohya uses when network_args has no preset=
 TIME_EMBEDDING_NAMES = frozenset({"time_embedding.linear_1", "time_embedding.linear_2"})
+SDXL_ABSENT_NAMES = TIME_EMBEDDING_NAMES | {"conv_in", "conv_out"}  # no module of sd-scripts' SGM U-Net has them
 # The class attributes `LycorisNetworkKohya.apply_preset` sets.
 PRESET_ATTRIBUTES = ("ENABLE_CONV", "UNET_TARGET_REPLACE_MODULE", "UNET_TARGET_REPLACE_NAME",
                      "TEXT_ENCODER_TARGET_REPLACE_MODULE", "TEXT_ENCODER_TARGET_REPLACE_NAME", "MODULE_ALGO_MAP",
@@ -66,11 +74,15 @@ _MISSING = object()
 _building = threading.Lock()  # class-level presets: one build at a time
 
 
-def sd_preset(name: str) -> dict[str, Any]:
-    """LyCORIS' built-in preset `name`, made to select on an SD1/SD2 diffusers model the layers it is meant to."""
+def sd_preset(name: str, *, sdxl: bool = False) -> dict[str, Any]:
+    """LyCORIS' built-in preset `name`, made to select on a diffusers model the layers it selects with sd-scripts
+    (on SDXL: those sd-scripts' SGM U-Net has, see the module docstring)."""
     preset = copy.deepcopy(PRESET[name])
     modules = list(preset.get("unet_target_module", []))
-    if TIME_EMBEDDING_NAMES <= set(preset.get("unet_target_name", [])):
+    if sdxl:
+        preset["unet_target_name"] = [name for name in preset.get("unet_target_name", [])
+                                      if name not in SDXL_ABSENT_NAMES]
+    if "TimestepEmbedding" in modules and (sdxl or TIME_EMBEDDING_NAMES <= set(preset.get("unet_target_name", []))):
         modules.remove("TimestepEmbedding")
     if "CrossAttention" in modules:
         modules.append("Attention")
@@ -100,6 +112,24 @@ class _TextModelLevel(nn.Module):
 
 def _named_text_encoder(text_encoder: nn.Module) -> nn.Module:
     return text_encoder if hasattr(text_encoder, "text_model") else _TextModelLevel(text_encoder)
+
+
+def _named_text_encoders(text_encoder: TextEncoders) -> nn.Module | list[nn.Module]:
+    """What LycorisNetworkKohya is given: one encoder (`lora_te`), or a list of two (it names them te1, te2)."""
+    encoders = [_named_text_encoder(encoder) for encoder in text_encoder_list(text_encoder)]
+    return encoders[0] if len(encoders) == 1 else encoders
+
+
+def _rename_to_sgm(loras: list[LycorisBaseModule], unet: nn.Module) -> None:
+    """Give LyCORIS' U-Net modules, named by diffusers paths, the SGM names sd-scripts' SDXL files use."""
+    sgm_name_of = unet_lora_namer(unet)
+    sgm_names = {f"{UNET_PREFIX}_{path}".replace(".", "_"): sgm_name_of(path) for path, module in unet.named_modules()
+                 if isinstance(module, (nn.Linear, nn.Conv2d))}
+    for lora in loras:
+        name = sgm_names.get(lora.lora_name)
+        if name is None:
+            raise RuntimeError(f"The SDXL layer {lora.lora_name} has no SGM name.")
+        lora.lora_name = name
 
 
 @contextlib.contextmanager
@@ -207,7 +237,7 @@ class LycorisNetwork(nn.Module):
         self.set_multiplier(multiplier)
 
     @classmethod
-    def from_spec(cls, text_encoder: nn.Module, unet: nn.Module, spec: NetworkSpec) -> LycorisNetwork:
+    def from_spec(cls, text_encoder: TextEncoders, unet: nn.Module, spec: NetworkSpec) -> LycorisNetwork:
         """A fresh network of `spec`, built by `LycorisNetworkKohya` as `lycoris.kohya.create_network` would.
 
         As in LyCORIS, conv_dim and conv_alpha default to the dim and alpha.
@@ -215,10 +245,11 @@ class LycorisNetwork(nn.Module):
         options = spec.options
         conv_dim = int(options.get("conv_dim", spec.dim))
         conv_alpha = options.get("conv_alpha", spec.alpha)
-        preset = sd_preset(str(options.get("preset", DEFAULT_PRESET)))
+        sdxl = is_sdxl_unet(unet)
+        preset = sd_preset(str(options.get("preset", DEFAULT_PRESET)), sdxl=sdxl)
         with _preset_applied(preset), _quiet_lycoris():
             built = LycorisNetworkKohya(
-                _named_text_encoder(text_encoder),
+                _named_text_encoders(text_encoder),
                 unet,
                 multiplier=spec.multiplier,
                 lora_dim=spec.dim,
@@ -237,13 +268,15 @@ class LycorisNetwork(nn.Module):
                 full_matrix=options.get("full_matrix", False),
                 bypass_mode=False,
             )
+        if sdxl:
+            _rename_to_sgm(built.unet_loras, unet)
         return cls(built.text_encoder_loras if spec.train_text_encoder else [],
                    built.unet_loras if spec.train_unet else [], multiplier=spec.multiplier)
 
     @classmethod
     def from_weights(
         cls,
-        text_encoder: nn.Module,
+        text_encoder: TextEncoders,
         unet: nn.Module,
         state_dict: Mapping[str, torch.Tensor],
         *,
@@ -256,11 +289,12 @@ class LycorisNetwork(nn.Module):
         """
         names = {key.split(".", 1)[0] for key in state_dict if "." in key}
         built: dict[str, list[LycorisBaseModule]] = {TEXT_ENCODER_PREFIX: [], UNET_PREFIX: []}
+        parts = [(TEXT_ENCODER_PREFIX, encoder, name_of) for encoder, name_of in text_encoder_lora_namers(text_encoder)]
         with _quiet_lycoris():
-            for prefix, root in ((TEXT_ENCODER_PREFIX, _named_text_encoder(text_encoder)), (UNET_PREFIX, unet)):
+            for prefix, root, name_of in parts + [(UNET_PREFIX, unet, unet_lora_namer(unet))]:
                 for path, module in root.named_modules():
-                    lora_name = f"{prefix}_{path}".replace(".", "_")
-                    if path and lora_name in names:
+                    lora_name = name_of(path) if path else None
+                    if lora_name in names:
                         built[prefix].append(_module_from_file(state_dict, lora_name, module))
         found = {lora.lora_name for loras in built.values() for lora in loras}
         if not found:
@@ -269,7 +303,7 @@ class LycorisNetwork(nn.Module):
         unknown = sorted(names - found)
         if unknown:
             raise UserFacingError(f"The LyCORIS file has weights for layers this model does not have, such as "
-                                  f"{unknown[0]}; choose a LyCORIS made for Stable Diffusion 1.x/2.x.")
+                                  f"{unknown[0]}; choose a LyCORIS made for this base model's family.")
         network = cls(built[TEXT_ENCODER_PREFIX], built[UNET_PREFIX], multiplier=multiplier)
         network._copy_file_tensors(state_dict)
         return network
@@ -391,7 +425,7 @@ class LycorisNetwork(nn.Module):
                 matched[f"{name}.{suffix}"] = tensor
         if not matched:
             raise UserFacingError("None of the LyCORIS file's weights belong to this network's layers; choose a "
-                                  "file of the same network type made for Stable Diffusion 1.x/2.x.")
+                                  "file of the same network type made for this base model's family.")
         self.load_state_dict(matched, strict=False)
 
     def _copy_file_tensors(self, state_dict: Mapping[str, torch.Tensor]) -> None:
