@@ -1,0 +1,247 @@
+"""SDXL networks: the files name every layer as sd-scripts does (SGM U-Net names, te1/te2), so that they map onto an
+SDXL single file the way A1111 and ComfyUI map them, diffusers loads them with our forward's effect, and the
+block weights follow sd-scripts' 23-block SDXL scheme.
+
+The expected names are written here from the formats, not from our mapping: A1111/ComfyUI take `lora_unet_X` to the
+single-file tensor `model.diffusion_model.<X with dots>.weight`, `lora_te1_text_model_X` to
+`conditioner.embedders.0.transformer.text_model.<X>.weight`, and `lora_te2_text_model_encoder_layers_N_<part>` to the
+OpenCLIP block `conditioner.embedders.1.model.transformer.resblocks.N` (q/k/v rows of `attn.in_proj_weight`,
+`attn.out_proj`, `mlp.c_fc`, `mlp.c_proj`). The block numbers are sd-scripts' `get_block_index(is_sdxl=True)`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from sd_scripts.errors import UserFacingError
+from sd_scripts.networks.base import NetworkSpec
+from sd_scripts.networks.factory import create_network, network_from_file
+from sd_scripts.networks.file_kinds import require_file_fits_model
+from sd_scripts.networks.kinds import NETWORK_TYPES, block_counts, parse_network_args
+from sd_scripts.networks.lora import LoRANetwork
+from sd_scripts.saving.lora_file import save_lora
+
+UNET = "model.diffusion_model."
+TE1 = "conditioner.embedders.0.transformer.text_model."
+TE2 = "conditioner.embedders.1.model.transformer.resblocks."
+TE2_PARTS = {"self_attn_out_proj": "attn.out_proj", "mlp_fc1": "mlp.c_fc", "mlp_fc2": "mlp.c_proj"}
+QKV = ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj")
+# Linear layers of an SGM transformer (its `.1` part) that kohya's LoRA trains: proj_in/out, attn1/2, ff.
+LORA_LEAVES = re.compile(r"\.(proj_in|proj_out|attn[12]\.to_(q|k|v|out\.0)|ff\.net\.(0\.proj|2))\.weight$")
+
+
+def spec(kind: str, dim: int = 2, *args: str) -> NetworkSpec:
+    module = NETWORK_TYPES[kind].module
+    return NetworkSpec(NETWORK_TYPES[kind], dim=dim, alpha=1.0, options=parse_network_args(module, list(args)))
+
+
+def randomised(network) -> dict[str, torch.Tensor]:
+    """The network's state with every tensor random (a fresh LoRA's up is zero and would show nothing)."""
+    generator = torch.Generator().manual_seed(3)
+    state = network.state_dict()
+    for key, tensor in state.items():
+        if not key.endswith("alpha") and tensor.is_floating_point():
+            state[key] = torch.randn(tensor.shape, generator=generator) * 0.05
+    network.load_weights(state)
+    return network.state_dict()
+
+
+def single_file_shapes(path) -> dict[str, tuple[int, ...]]:
+    with safe_open(str(path), framework="pt") as file:
+        return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+
+
+def file_weight_of(lora_name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[str, tuple[int, ...]]:
+    """(single-file tensor, the shape that LoRA's delta has there) as A1111/ComfyUI find them for an SDXL LoRA."""
+    if lora_name.startswith("lora_unet_"):
+        table = {key[len(UNET):-len(".weight")].replace(".", "_"): key
+                 for key in shapes if key.startswith(UNET) and key.endswith(".weight")}
+        key = table[lora_name.removeprefix("lora_unet_")]
+        return key, shapes[key]
+    if lora_name.startswith("lora_te1_text_model_"):
+        table = {key[len(TE1):-len(".weight")].replace(".", "_"): key
+                 for key in shapes if key.startswith(TE1) and key.endswith(".weight")}
+        key = table[lora_name.removeprefix("lora_te1_text_model_")]
+        return key, shapes[key]
+    layer, part = re.fullmatch(r"lora_te2_text_model_encoder_layers_(\d+)_(\w+)", lora_name).groups()
+    if part in QKV:  # one third of the fused in_proj rows
+        key = f"{TE2}{layer}.attn.in_proj_weight"
+        rows, columns = shapes[key]
+        return key, (rows // 3, columns)
+    key = f"{TE2}{layer}.{TE2_PARTS[part]}.weight"
+    return key, shapes[key]
+
+
+def delta_shape(state: dict[str, torch.Tensor], name: str) -> tuple[int, ...]:
+    down, up = state[f"{name}.lora_down.weight"], state[f"{name}.lora_up.weight"]
+    return (up.shape[0], *down.shape[1:])
+
+
+@pytest.fixture(scope="module")
+def locon_file(tiny_sdxl, tmp_path_factory):
+    """A kohya LoCon (conv_dim) with random weights on the tiny SDXL model, saved: (network, its state, path)."""
+    network = create_network(spec("LoCon", 2, "conv_dim=2"), tiny_sdxl.text_encoders, tiny_sdxl.unet)
+    state = randomised(network)
+    path = tmp_path_factory.mktemp("sdxl_lora") / "locon.safetensors"
+    save_lora(state, path, save_precision="float", metadata={"ss_network_module": "networks.lora",
+                                                             "ss_base_model_version": "sdxl_base_v1-0"})
+    return network, state, path
+
+
+def test_every_lora_and_locon_key_maps_onto_the_sgm_single_file(tiny_sdxl, tiny_sdxl_files, locon_file):
+    shapes = single_file_shapes(tiny_sdxl_files[0])
+    _, state, _ = locon_file
+    names = {key.split(".", 1)[0] for key in state}
+    for name in names:
+        _, shape = file_weight_of(name, shapes)
+        assert delta_shape(state, name) == shape, name
+    assert {name.split("_text_model")[0] for name in names if name.startswith("lora_te")} == {"lora_te1", "lora_te2"}
+    # the plain LoRA is exactly every transformer Linear of the U-Net and every CLIP attention/MLP Linear
+    lora = LoRANetwork(tiny_sdxl.text_encoders, tiny_sdxl.unet, dim=2)
+    unet_names = {lora.lora_name for lora in lora.unet_loras}
+    expected = {"lora_unet_" + key[len(UNET):-len(".weight")].replace(".", "_")
+                for key in shapes if key.startswith(UNET) and LORA_LEAVES.search(key)}
+    assert unet_names == expected
+    assert {name for name in unet_names if not name.startswith("lora_unet_input_blocks_4_1")} <= names
+    te_layers = {f"lora_te{i}_text_model_encoder_layers_{n}_{part}" for i, encoder in ((1, tiny_sdxl.text_encoder),
+                                                                                     (2, tiny_sdxl.text_encoder_2))
+                 for n in range(encoder.config.num_hidden_layers) for part in QKV + tuple(TE2_PARTS)}
+    assert {lora.lora_name for lora in lora.text_encoder_loras} == te_layers
+    # LoCon adds the resnets' convs, time projections and shortcuts, the down- and upsamplers, all under SGM names
+    conv_names = names - unet_names - te_layers
+    resnet_layers = ("in_layers_2", "emb_layers_1", "out_layers_3", "skip_connection")
+    assert {re.sub(r"_\d+_(\d+_)?", "_N_", name) for name in conv_names} == (
+        {f"lora_unet_{part}_N_{layer}" for part in ("input_blocks", "middle_block", "output_blocks")
+         for layer in resnet_layers} - {"lora_unet_middle_block_N_skip_connection"}  # same width: no shortcut
+    ) | {"lora_unet_input_blocks_N_op", "lora_unet_output_blocks_N_conv"}
+
+
+def test_diffusers_sdxl_pipeline_loads_the_file_with_the_effect_of_our_forward(tiny_sdxl, tiny_sdxl_files, locon_file):
+    from diffusers import StableDiffusionXLPipeline
+
+    network, _, path = locon_file
+    pipeline = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_files[1])
+    pipeline.load_lora_weights(str(path))
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 8, 8, generator=generator)
+    context = torch.randn(1, 5, tiny_sdxl.unet.config.cross_attention_dim, generator=generator)
+    added = {"text_embeds": torch.randn(1, tiny_sdxl.text_encoder_2.config.projection_dim, generator=generator),
+             "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]])}
+    tokens = torch.tensor([[49406, 320, 1929, 49407]])
+
+    def outputs(unet, encoder_1, encoder_2) -> list[torch.Tensor]:
+        return [unet(latents, torch.tensor([500]), encoder_hidden_states=context, added_cond_kwargs=added).sample,
+                encoder_1(tokens, output_hidden_states=True).hidden_states[-2],
+                encoder_2(tokens, output_hidden_states=True).text_embeds]
+
+    with torch.no_grad():
+        before = outputs(tiny_sdxl.unet, tiny_sdxl.text_encoder, tiny_sdxl.text_encoder_2)
+        network.apply_to()
+        try:
+            ours = outputs(tiny_sdxl.unet, tiny_sdxl.text_encoder, tiny_sdxl.text_encoder_2)
+        finally:
+            network.restore()
+        theirs = outputs(pipeline.unet, pipeline.text_encoder, pipeline.text_encoder_2)
+    for base, mine, diffusers_output in zip(before, ours, theirs):
+        assert (mine - base).abs().max() > 1e-3  # the LoRA acts on every part
+        torch.testing.assert_close(diffusers_output, mine, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("algo, suffix", [("loha", "hada_w1_a"), ("lokr", "lokr_w1")])
+def test_loha_and_lokr_write_lycoris_keys_under_sgm_names(tiny_sdxl, tiny_sdxl_files, algo, suffix):
+    shapes = single_file_shapes(tiny_sdxl_files[0])
+    network = create_network(spec("LoHa" if algo == "loha" else "LoKr", 2, f"algo={algo}", "preset=attn-mlp"),
+                             tiny_sdxl.text_encoders, tiny_sdxl.unet)
+    state = network.state_dict()
+    names = {key.split(".", 1)[0] for key in state}
+    assert all(f"{name}.{suffix}" in state for name in names)
+    for name in names:
+        file_weight_of(name, shapes)  # a KeyError names the layer no SDXL reader would find
+    assert any(name.startswith("lora_te2_") for name in names) and any("middle_block_1" in name for name in names)
+    rebuilt = network_from_file(state, tiny_sdxl.text_encoders, tiny_sdxl.unet,
+                                metadata={"ss_network_module": "lycoris.kohya"})
+    assert set(rebuilt.state_dict()) == set(state)
+
+
+def sd_scripts_sdxl_block(lora_name: str) -> int:
+    """networks/lora.py get_block_index(lora_name, is_sdxl=True), written down from its source."""
+    name = lora_name.removeprefix("lora_unet_")
+    if name.startswith(("time_embed_", "label_emb_")):
+        return 0
+    if name.startswith("input_blocks_"):
+        return 1 + int(name.split("_")[2])
+    if name.startswith("middle_block_"):
+        return 10 + int(name.split("_")[2])
+    if name.startswith("output_blocks_"):
+        return 13 + int(name.split("_")[2])
+    return 22 if name.startswith("out_") else -1
+
+
+def test_sdxl_block_weights_and_dims_follow_sd_scripts_23_blocks(tiny_sdxl):
+    counts = block_counts(is_sdxl=True)
+    assert (counts.per_side, counts.middle, counts.total) == (9, 3, 23)
+    dims = [1 + block % 3 for block in range(23)]
+    args = ["conv_dim=2", "block_dims=" + ",".join(map(str, dims)),
+            "down_lr_weight=1,1,1,1,0,1,1,1,1", "mid_lr_weight=1,0,0.5", "up_lr_weight=" + ",".join(["0.5"] * 9)]
+    network = create_network(spec("LoCon", 4, *args), tiny_sdxl.text_encoders, tiny_sdxl.unet)
+    state = network.state_dict()
+    blocks = {}
+    for lora in network.unet_loras:
+        block = sd_scripts_sdxl_block(lora.lora_name)
+        blocks[lora.lora_name] = block
+        if state[f"{lora.lora_name}.lora_down.weight"].shape[2:] in ((), (1, 1)):  # linear dims read back from shapes
+            assert state[f"{lora.lora_name}.lora_down.weight"].shape[0] == dims[block], lora.lora_name
+    assert 5 not in blocks.values() and 11 not in blocks.values()  # input_blocks_4 and middle_block_1 have weight 0
+    assert {2, 4, 10, 12, 13, 21} <= set(blocks.values()) and -1 not in blocks.values()
+    rates = {group["lr"] for group in network.prepare_optimizer_params(1e-4, 1e-3, 1e-3)}
+    assert rates == {1e-4, 1e-3, 5e-4}
+    with pytest.raises(UserFacingError, match="For SDXL models down_lr_weight takes 9 comma-separated values, not 12"):
+        create_network(spec("LoRA", 4, "down_lr_weight=" + ",".join(["1"] * 12)), tiny_sdxl.text_encoders,
+                       tiny_sdxl.unet)
+    with pytest.raises(UserFacingError, match=r"block_dims needs 23 comma-separated values .*\(base, 9 input"):
+        create_network(spec("LoRA", 4, "block_dims=" + ",".join(["4"] * 25)), tiny_sdxl.text_encoders, tiny_sdxl.unet)
+
+
+def test_a_network_file_of_the_other_family_is_refused_in_one_sentence():
+    sdxl_keys = ["lora_unet_input_blocks_4_1_proj_in.lora_down.weight", "lora_te1_text_model_x.alpha"]
+    sd_keys = ["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "lora_te_text_model_x.alpha"]
+    with pytest.raises(UserFacingError, match="^style.safetensors was made for SDXL models but the base model is "
+                                              r"SD 1.x/2.x; choose an SDXL base model or a file made for SD 1.x/2.x.$"):
+        require_file_fits_model("style.safetensors", sdxl_keys, {}, model_is_sdxl=False)
+    with pytest.raises(UserFacingError, match="was made for SD 1.x/2.x models but the base model is SDXL"):
+        require_file_fits_model("old.safetensors", sd_keys, {}, model_is_sdxl=True)
+    require_file_fits_model("style.safetensors", sdxl_keys, {}, model_is_sdxl=True)
+    require_file_fits_model("old.safetensors", sd_keys, {"ss_base_model_version": "sdxl_base_v1-0"},
+                            model_is_sdxl=False)  # the names say more than the metadata
+
+
+def test_a_real_size_sdxl_gets_the_kohya_module_counts():
+    """SDXL base on the meta device: the counts derive from its architecture (sd-scripts logs 72 + 192 text-encoder
+    and 722 U-Net modules for it)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from sd_scripts.models import SDXL
+    from sd_scripts.models.shipped_assets import component_config
+
+    config = component_config(SDXL, "unet")
+    te_configs = [CLIPTextConfig(**component_config(SDXL, part)) for part in ("text_encoder", "text_encoder_2")]
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config)
+        encoders = [CLIPTextModel(te_configs[0]), CLIPTextModelWithProjection(te_configs[1])]
+    network = LoRANetwork(encoders, unet, dim=1)
+    depths = config["transformer_layers_per_block"]  # per level, e.g. [1, 2, 10]: level 0 has no attention
+    attention_levels = [d for d, kind in zip(depths, config["down_block_types"]) if kind.startswith("CrossAttn")]
+    per_block = 10  # attn1 q/k/v/out, attn2 q/k/v/out, ff.net.0.proj, ff.net.2
+    down = sum(config["layers_per_block"] * (per_block * d + 2) for d in attention_levels)
+    up = sum((config["layers_per_block"] + 1) * (per_block * d + 2) for d in attention_levels)
+    middle = per_block * depths[-1] + 2
+    assert len(network.unet_loras) == down + middle + up == 722
+    expected_te = [6 * c.num_hidden_layers for c in te_configs]
+    assert expected_te == [72, 192]
+    names = [lora.lora_name for lora in network.text_encoder_loras]
+    assert [sum(name.startswith(f"lora_te{i}_") for name in names) for i in (1, 2)] == expected_te
