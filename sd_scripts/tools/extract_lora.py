@@ -10,6 +10,9 @@ Modes (LyCORIS' `extract_locon.py`, low_rank.py): `fixed` (the rank is `--dim` /
 sides), `threshold`, `ratio`, `quantile` (the rank follows the singular values; `--dim`/`--conv_dim` are then the
 thresholds). The output is always a kohya LoRA/LoCon file (LyCORIS' full-matrix and Tucker variants are not made).
 
+SDXL models give an SDXL LoRA with sd-scripts' names (SGM U-Net names, `lora_te1_`/`lora_te2_`); the two models
+must be of one family, which is read from the files' headers before either loads.
+
 Several extractions from one pair of models (the original popups' text file: `<linear> <conv>` per line, or one
 value for a LoRA without conv layers) load the models and decompose each layer once.
 """
@@ -70,18 +73,19 @@ def extract_loras(
     from sd_scripts.models import load_base_model
     from sd_scripts.networks.lora import LoRANetwork
 
+    from sd_scripts.models.checkpoint_header import read_model_family
+
     outputs = [new_output(path) for path, _ in jobs]
     if len(set(outputs)) != len(outputs):
         raise UserFacingError("Two extractions would write the same file; give each its own name.")
     with_conv = any(target.conv is not None for _, target in jobs)
+    _require_one_family(*(read_model_family(path).version for path in (model_org, model_tuned)))
     org = load_base_model(model_org, v2=v2)
     tuned = load_base_model(model_tuned, v2=v2)
-    if org.v2 != tuned.v2:
-        raise UserFacingError("The two models are of different families (SD1 and SD2); choose the tuned model's own "
-                              "base model.")
+    _require_one_family(org.version, tuned.version)  # a .ckpt's family is known once it has loaded
     layers = {}
     for name, model in (("org", org), ("tuned", tuned)):
-        network = LoRANetwork(model.text_encoder, model.unet, dim=1, conv_dim=1 if with_conv else None)
+        network = LoRANetwork(model.text_encoders, model.unet, dim=1, conv_dim=1 if with_conv else None)
         layers[name] = network.targets
     names = list(layers["org"])
     if set(names) != set(layers["tuned"]):
@@ -112,6 +116,16 @@ def extract_loras(
         save_lora(result, path, save_precision=save_precision or "float",
                   metadata=_extracted_metadata(target, org.version, text_encoder_changed))
     return outputs
+
+
+def _require_one_family(org: str | None, tuned: str | None) -> None:
+    """Refuse models of two families (SD1, SD2, SDXL; an SD2 and its v-prediction variant are one family)."""
+    from sd_scripts.models.checkpoint_header import FAMILY_NAMES
+
+    if org is None or tuned is None or FAMILY_NAMES[org] == FAMILY_NAMES[tuned]:
+        return
+    raise UserFacingError(f"The two models are of different families ({FAMILY_NAMES[org]} and {FAMILY_NAMES[tuned]}); "
+                          "choose the tuned model's own base model.")
 
 
 def read_targets_file(path: str | Path, *, mode: str) -> list[ExtractTarget]:
@@ -149,7 +163,7 @@ def _extracted_metadata(target: ExtractTarget, version: str, with_text_encoder: 
         "ss_network_dim": dim,
         "ss_network_alpha": str(float(dim)) if fixed else "Dynamic",
         "ss_network_args": json.dumps(network_args),
-        "ss_v2": str(version != "sd_v1"),
+        "ss_v2": str(version.startswith("sd_v2")),
         "ss_base_model_version": version,
         "ss_training_comment": f"extracted ({target.mode} {target.name_suffix().split('-', 1)[1]})"
                                + ("" if with_text_encoder else "; the text encoder did not change"),
@@ -172,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="clip the factors to this quantile; 1 keeps them exact")
     parser.add_argument("--min_diff", type=float, default=DEFAULT_MIN_DIFF,
                         help="the text encoder is left out when no weight changed by more than this")
-    parser.add_argument("--v2", action="store_true", help="the models are SD2 (read from the files anyway)")
+    parser.add_argument("--v2", action="store_true", help="the models are SD2 (read from the files anyway; SDXL too)")
     parser.add_argument("--save_precision", choices=("float", "fp16", "bf16"), default=None,
                         help="precision of the saved file (default float)")
     parser.add_argument("--device", default="cpu", help="where the SVDs run, e.g. cuda")

@@ -128,15 +128,16 @@ def network_file_header(path: str | Path) -> tuple[list[str], dict[str, str]]:
     return list(tensors), metadata
 
 
-def require_network_file(path: str | Path) -> dict[str, str]:
-    """The metadata of a LoRA or LyCORIS file, after refusing in one sentence a file that is neither."""
+def require_network_file(path: str | Path) -> tuple[list[str], dict[str, str]]:
+    """The tensor names and metadata of a LoRA or LyCORIS file, after refusing in one sentence a file that is
+    neither."""
     keys, metadata = network_file_header(path)
     try:
         file_network_module(keys, metadata)
     except UserFacingError:
         raise UserFacingError(f"{Path(path).name} is not a LoRA or LyCORIS file: {describe_keys(keys)}; choose one "
-                              "made for Stable Diffusion 1.x/2.x.") from None
-    return metadata
+                              "made for Stable Diffusion 1.x, 2.x or SDXL.") from None
+    return keys, metadata
 
 
 def module_names_in_file(path: str | Path) -> set[str]:

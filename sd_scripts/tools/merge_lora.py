@@ -9,7 +9,10 @@ or any number into a base checkpoint. sd-scripts' `networks/merge_lora.py` and `
   total rank, so the result is the exact sum with no SVD (sd-scripts' concat keeps the first alpha and so changes the
   scale; this does not). `--shuffle` permutes the stacked ranks (same weights, different order).
 * `--sd_model`: each LoRA (or LyCORIS file) is added into the model's weights as W += ratio * delta through the
-  network interface's `merge_to`, and the model is saved as an SD single-file `.safetensors`.
+  network interface's `merge_to`, and the model is saved as an SD single-file `.safetensors` (SDXL: the SGM layout).
+
+SDXL LoRAs (SGM names, te1/te2) merge as SD ones do; LoRAs of different families (SDXL and SD 1.x/2.x, SD1 and SD2)
+are refused, and so is a file of another family than the checkpoint, before the checkpoint loads.
 
 Files are read one module at a time (memory-mapped); the base model is loaded whole, as sd-scripts does.
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 import torch
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.networks.file_kinds import file_is_sdxl, require_file_fits_model
 from sd_scripts.saving.lora_file import save_lora
 from sd_scripts.tools.cli import Progress, no_progress, run_cli, tqdm_progress
 from sd_scripts.tools.lora_files import LoraReader, module_names_in_file, new_output, require_network_file
@@ -103,6 +107,9 @@ def _merge_by_module(
     tensors: dict[str, torch.Tensor] = {}
     with ExitStack() as stack:
         readers = [stack.enter_context(LoraReader(model, what="the merger")) for model in models]
+        if len({file_is_sdxl(reader.keys, reader.metadata) for reader in readers}) > 1:
+            raise UserFacingError("The LoRAs were made for different model families (SDXL and SD 1.x/2.x); merge "
+                                  "only LoRAs of one family.")
         names = _module_union(readers)
         for index, name in enumerate(names):
             parts = [(reader.module(name), ratio) for reader, ratio in zip(readers, ratios) if reader.has(name)]
@@ -132,24 +139,31 @@ def merge_into_checkpoint(
     Every file is checked before the model loads (kind, family); each must fit the model's layers.
     """
     from sd_scripts.models import load_base_model, save_ldm_checkpoint
+    from sd_scripts.models.checkpoint_header import read_model_family
     from sd_scripts.networks.factory import network_from_file
 
     save_to = new_output(save_to)
     _check_ratios(models, ratios)
     checked = [require_network_file(model) for model in models]
+    family = read_model_family(sd_model)  # from the header: a file of the other family is refused before loading
+    if family.version is not None:
+        for path, (keys, metadata) in zip(models, checked):
+            require_file_fits_model(Path(path).name, keys, metadata, model_is_sdxl=family.is_sdxl)
     steps = len(models) + 2
     model = load_base_model(sd_model, v2=v2)
     progress(1, steps, Path(sd_model).name)
-    for path, metadata in zip(models, checked):
-        _require_same_family(Path(path), metadata, model.v2)
-    _cast((model.unet, model.text_encoder), device, PRECISIONS[precision])
+    for path, (keys, metadata) in zip(models, checked):
+        require_file_fits_model(Path(path).name, keys, metadata, model_is_sdxl=model.is_sdxl)  # a .ckpt's, known now
+        if not model.is_sdxl:
+            _require_same_family(Path(path), metadata, model.v2)
+    _cast((model.unet, *model.text_encoders), device, PRECISIONS[precision])
     for index, (path, ratio) in enumerate(zip(models, ratios)):
-        network = network_from_file(path, model.text_encoder, model.unet, multiplier=ratio)
+        network = network_from_file(path, model.text_encoders, model.unet, multiplier=ratio)
         _require_all_modules_used(Path(path), network)
         network.to(device)
         network.merge_to(ratio)
         progress(index + 2, steps, Path(path).name)
-    _cast((model.unet, model.text_encoder, model.vae), "cpu", PRECISIONS[save_precision or precision])
+    _cast((model.unet, *model.text_encoders, model.vae), "cpu", PRECISIONS[save_precision or precision])
     save_ldm_checkpoint(model, save_to)
     progress(steps, steps, save_to.name)
     return save_to
@@ -241,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m sd_scripts.tools.merge_lora",
         description="Merge LoRAs into one (SVD or --concat), or into a model with --sd_model "
                     "(sd-scripts' merge_lora.py / svd_merge_lora.py options).")
-    parser.add_argument("--sd_model", default=None, help="an SD1/SD2 checkpoint to merge the LoRAs into; without it "
-                                                         "the LoRAs are merged into one LoRA")
+    parser.add_argument("--sd_model", default=None, help="an SD1/SD2/SDXL checkpoint to merge the LoRAs into; "
+                                                         "without it the LoRAs are merged into one LoRA")
     parser.add_argument("--v2", action="store_true", help="the model is SD2 (read from the file anyway)")
     parser.add_argument("--save_to", required=True, help="the new .safetensors file")
     parser.add_argument("--models", nargs="+", required=True, help="the LoRA (or, with --sd_model, LyCORIS) files")

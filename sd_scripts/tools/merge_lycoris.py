@@ -18,8 +18,9 @@ from sd_scripts.tools.merge_lora import PRECISIONS, merge_into_checkpoint
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sd_scripts.tools.merge_lycoris",
-        description="Merge a LyCORIS (or LoRA) file into an SD1/SD2 checkpoint (LyCORIS' tools/merge.py options).")
-    parser.add_argument("base_model", help="the SD1/SD2 checkpoint (.safetensors or .ckpt)")
+        description="Merge a LyCORIS (or LoRA) file into an SD1/SD2/SDXL checkpoint (LyCORIS' tools/merge.py "
+                    "options).")
+    parser.add_argument("base_model", help="the SD1/SD2/SDXL checkpoint (.safetensors or .ckpt)")
     parser.add_argument("lycoris_model", help="the LoCon, LoHa, LoKr, IA3 or LoRA file")
     parser.add_argument("output_name", help="the new model, a .safetensors file")
     parser.add_argument("--is_v2", action="store_true", help="the model is SD2 (read from the file anyway)")
