@@ -257,7 +257,7 @@ class TrainingSession:
         cache = cache_text_encoder_outputs(
             self.plan, encode, to_disk=args.cache_text_encoder_outputs_to_disk,
             base_model=Path(args.pretrained_model_name_or_path).name, token_length=(args.max_token_length or 75) + 2,
-            batch_size=args.vae_batch_size,
+            batch_size=args.train_batch_size,  # sd-scripts encodes them a dataset batch at a time
         )
         if self.device.type == "cuda":
             self.move_text_encoders("cpu")
