@@ -42,7 +42,8 @@ CHOICES: list[Question] = [
     _choice("queue", "Run a queue of saved settings",
             "train every settings file (.json or .toml) of a folder one after the other, without more questions."),
     _choice("demo", "Try the built-in demo",
-            "train a tiny LoRA on built-in pictures in a minute or two, to check that everything works."),
+            "train a tiny LoRA on built-in pictures in a minute or two, to check that everything works "
+            "(the SDXL demo: popup_main.py --demo sdxl)."),
     _choice("resize", "Resize a LoRA", "make a LoRA file smaller by lowering its dimension (rank)."),
     _choice("merge", "Merge LoRAs", "combine several LoRAs into one, or bake a LoRA into a model."),
     _choice("extract", "Extract a LoRA or LoCon", "turn the difference between two models into a LoRA or LoCon."),

@@ -114,12 +114,14 @@ def test_a_tool_gets_the_arguments_after_its_name():
     assert received == [["--rank", "8"]]
 
 
-def test_demo_calls_the_demo_with_its_folder():
-    folders: list[str | None] = []
-    demo = lambda folder: folders.append(folder) or Result(True)
-    assert main(["--demo"], questions.FLOWS, demo=demo) == EXIT_OK
-    assert main(["--demo", "here"], questions.FLOWS, demo=demo) == EXIT_OK
-    assert folders == [None, "here"]
+def test_demo_calls_the_demo_with_its_family_and_folder(capsys):
+    calls: list[tuple[str | None, str]] = []
+    demo = lambda folder, family="sd15": calls.append((folder, family)) or Result(True)
+    for argv in (["--demo"], ["--demo", "here"], ["--demo", "sdxl"], ["--demo", "SDXL", "there"]):
+        assert main(argv, questions.FLOWS, demo=demo) == EXIT_OK
+    assert calls == [(None, "sd15"), ("here", "sd15"), (None, "sdxl"), ("there", "sdxl")]
+    assert main(["--demo", "sdxl", "a", "b"], questions.FLOWS, demo=demo) == EXIT_USAGE
+    assert capsys.readouterr().err.startswith("--demo takes a family (sdxl) and one folder")
 
 
 def start_at_once(config, asker) -> str:

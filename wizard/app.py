@@ -42,7 +42,13 @@ class Train(Protocol):
                  run_position: QueuePosition | None = None) -> RunResult: ...
 
 
-Demo = Callable[[str | None], RunResult]
+class Demo(Protocol):
+    """Trains the built-in demo of `family` ("sd15" or "sdxl") into `folder` (None: a new folder under output/)."""
+
+    def __call__(self, folder: str | None, family: str = "sd15") -> RunResult: ...
+
+
+DEMO_FAMILIES = ("sd15", "sdxl")
 
 
 class Tool(Protocol):
@@ -70,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queue", metavar="DIR",
                         help="train every .json and .toml settings file of DIR in name order; finished ones move to "
                              "DIR/complete, failed ones to DIR/failed with the reason")
-    parser.add_argument("--demo", nargs="?", const="", metavar="FOLDER",
-                        help="train the built-in tiny demo LoRA (into FOLDER if given) to check the installation")
+    parser.add_argument("--demo", nargs="*", metavar="sdxl|FOLDER",
+                        help="train the built-in tiny demo LoRA to check the installation: --demo (SD 1.5), --demo "
+                             "sdxl (the SDXL one), either followed by a FOLDER to train into")
     parser.add_argument("--tool", metavar="NAME",
                         help="run a side tool; the options after it go to the tool")
     parser.add_argument("--console", action="store_true",
@@ -113,7 +120,8 @@ def main(
                 return tools[arguments.tool](rest)
             return tools[arguments.tool]([], asker=asker or choose_asker(force_console=arguments.console))
         if arguments.demo is not None:
-            return _exit_code((demo or _real_demo)(arguments.demo or None))
+            family, folder = _demo_arguments(arguments.demo)
+            return _exit_code((demo or _real_demo)(folder, family))
         problem = _check_arguments(arguments)
         if problem is not None:
             return _usage_error(problem)
@@ -358,7 +366,17 @@ def _real_preflight(config: TrainConfig, asker: Asker) -> ReportAction:
     return confirm_preflight(config, asker)
 
 
-def _real_demo(output_dir: str | None) -> RunResult:
+def _demo_arguments(values: list[str]) -> tuple[str, str | None]:
+    """--demo [sd15|sdxl] [FOLDER] -> (family, folder); a first value that names no family is the folder."""
+    family = values[0].lower() if values and values[0].lower() in DEMO_FAMILIES else "sd15"
+    rest = values[1:] if values and values[0].lower() in DEMO_FAMILIES else values
+    if len(rest) > 1:
+        raise UserFacingError(f"--demo takes a family (sdxl) and one folder, not {' '.join(values)}; for example "
+                              "--demo sdxl output/demo.")
+    return family, rest[0] if rest else None
+
+
+def _real_demo(output_dir: str | None, family: str = "sd15") -> RunResult:
     from wizard.runner import run_demo
 
-    return run_demo(output_dir)
+    return run_demo(output_dir, family)

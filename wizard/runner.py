@@ -65,14 +65,17 @@ def train_config(config: TrainConfig, asker: Asker | None = None, *,
     return _run(config, asker, on_event=ConsoleProgress(), run_position=run_position)
 
 
-def run_demo(output_folder: str | None = None) -> TrainResult:
-    """Build the demo model and images (once), then train the demo LoRA into a new folder and say where it is.
+def run_demo(output_folder: str | None = None, family: str = "sd15") -> TrainResult:
+    """Build the demo model of `family` ("sd15" or "sdxl") and its images (once), then train the demo LoRA into a
+    new folder and say where it is. The SDXL demo trains with the settings the wizard gives an SDXL model (U-Net only,
+    cached text-encoder outputs, gradient checkpointing), at the demo's small size.
 
     With a display the progress window shows the run (and the console its bar); without one it runs in the terminal.
     """
-    print("Preparing the built-in demo model and images...")
-    demo = build_demo(DEMO_BUILD_FOLDER)
-    run_folder = _new_folder(Path(output_folder) if output_folder else PROJECT_ROOT / "output", "demo")
+    print(f"Preparing the built-in {'SDXL ' if family == 'sdxl' else ''}demo model and images...")
+    demo = build_demo(DEMO_BUILD_FOLDER, family=family)
+    run_folder = _new_folder(Path(output_folder) if output_folder else PROJECT_ROOT / "output",
+                             "demo-sdxl" if family == "sdxl" else "demo")
     config = demo_config(demo, run_folder)
     json_path = seed_json.save(config, run_folder, name="demo")
 
