@@ -10,15 +10,28 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from wizard.config import BLOCK_WEIGHT_PRESETS, TrainConfig
+from sd_scripts.networks.kinds import BlockCounts, block_counts
+from wizard.config import BLOCK_WEIGHT_PRESETS, TrainConfig, trains_sdxl
 
 Check = Callable[[Any, TrainConfig], str | None]
 
 # kohya's image folder convention: <repeats>_<name>, e.g. 10_mychar
 _REPEAT_FOLDER = re.compile(r"^\d+_.+")
 
-BLOCKS_PER_SIDE = 12  # U-Net blocks in the down (and in the up) half, for block weights
-BLOCKS_ALL = 25  # 12 down + 1 mid + 12 up, for dims and alphas per block
+
+
+def blocks_of(config: TrainConfig) -> BlockCounts:
+    """How many values the per-block settings take for the base model: SD 12 down, 1 middle, 12 up (25); SDXL,
+    as sd-scripts numbers it, base, 9 input, 3 middle, 9 output and out (23)."""
+    return block_counts(trains_sdxl(config))
+
+
+def blocks_in_words(config: TrainConfig) -> str:
+    counts = blocks_of(config)
+    if counts.edges:
+        return (f"{counts.total} blocks (base, {counts.per_side} input, {counts.middle} middle, {counts.per_side} "
+                "output, out)")
+    return f"{counts.total} blocks ({counts.per_side} down, middle, {counts.per_side} up)"
 
 
 def existing_file(what: str, extensions: tuple[str, ...], *, required: bool) -> Check:
@@ -65,28 +78,29 @@ def repeat_folders(what: str, *, required: bool) -> Check:
 
 
 def block_weights(answer: Any, config: TrainConfig) -> str | None:
-    """12 multipliers from 0 to 1, or one preset word."""
+    """12 multipliers (SDXL 9) from 0 to 1, or one preset word."""
     if answer is None or answer in BLOCK_WEIGHT_PRESETS:
         return None
     values = _numbers(answer)
-    if values is None or len(values) != BLOCKS_PER_SIDE or not all(0 <= value <= 1 for value in values):
-        return (f"Type {BLOCKS_PER_SIDE} numbers from 0 to 1 separated by commas, or one of: "
+    count = blocks_of(config).per_side
+    if values is None or len(values) != count or not all(0 <= value <= 1 for value in values):
+        return (f"Type {count} numbers from 0 to 1 separated by commas, or one of: "
                 f"{', '.join(BLOCK_WEIGHT_PRESETS)}.")
     return None
 
 
 def block_values(*, whole: bool) -> Check:
-    """25 values, one per U-Net block: whole numbers of at least 1 (dims), or numbers of at least 0 (alphas)."""
+    """One value per U-Net block (25, SDXL 23): whole numbers of at least 1 (dims), or numbers of at least 0."""
 
     def check(answer: Any, config: TrainConfig) -> str | None:
         if answer is None:
             return None
         values = _numbers(answer)
-        fits = values is not None and len(values) == BLOCKS_ALL and all(
+        fits = values is not None and len(values) == blocks_of(config).total and all(
             (value >= 1 and value == int(value)) if whole else value >= 0 for value in values)
         if not fits:
             kind = "whole numbers of at least 1" if whole else "numbers of at least 0"
-            return f"Type {BLOCKS_ALL} {kind} separated by commas (12 down blocks, the middle, 12 up blocks)."
+            return f"Type {kind} separated by commas, one for each of the {blocks_in_words(config)}."
         return None
 
     return check

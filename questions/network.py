@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from sd_scripts.networks.kinds import LYCORIS_PRESETS, NETWORK_TYPES as NETWORK_TYPE_TABLE
 from wizard.config import FIELD_BY_NAME, NETWORK_TYPES, TrainConfig
 from wizard.network_options import IA3_PRESET, takes
 from wizard.question import Question
 
 from questions.build import comma_joined, field_help, gate, is_set
-from questions.checks import BLOCKS_ALL, BLOCKS_PER_SIDE, block_values, block_weights, divides_dim
+from questions.checks import block_values, block_weights, blocks_in_words, blocks_of, divides_dim
 
 BLOCK_FIELDS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas", "conv_block_dims",
                 "conv_block_alphas")
@@ -75,21 +77,31 @@ def _trained_parts(config: TrainConfig) -> str:
     return TRAINED_PARTS[0]
 
 
-def _per_block(value: object) -> str:
-    return ",".join([str(value)] * BLOCKS_ALL)
+def _per_block(config: TrainConfig, value: object) -> str:
+    return ",".join([str(value)] * blocks_of(config).total)
 
 
-_ONES = ",".join(["1"] * BLOCKS_PER_SIDE)
+def _ones(config: TrainConfig) -> str:
+    return ",".join(["1"] * blocks_of(config).per_side)
 
 
 def per_block_values(field: str, what: str, *, whole: bool) -> Question:
-    """The 25 per-block values of `field` (12 down, middle, 12 up), asked once its gate said yes."""
+    """The per-block values of `field` (SD: 12 down, middle, 12 up; SDXL: 23), asked once its gate said yes."""
     return Question(
         id=field, kind="text", field=field, store=comma_joined(field), when=is_set(field),
         validate=block_values(whole=whole),
         text=f"{what} of the 25 blocks (12 down, middle, 12 up)?",
+        text_for=lambda config: f"{what} of the {blocks_in_words(config)}?",
         help=field_help(field),
     )
+
+
+def _side_weights_text(side: str, sdxl_side: str) -> Callable[[TrainConfig], str]:
+    def text(config: TrainConfig) -> str:
+        counts = blocks_of(config)
+        name = sdxl_side if counts.edges else side
+        return f"Weights of the {counts.per_side} {name} blocks (0 to 1 each), or a preset word?"
+    return text
 
 
 QUESTIONS: list[Question] = [
@@ -99,20 +111,22 @@ QUESTIONS: list[Question] = [
         "alpha), to steer what the LoRA learns, e.g. less of the composition. Only LoRA and LoCon support them. "
         "Default no.",
         fields=BLOCK_FIELDS,
-        start_with={"down_lr_weight": lambda config: _ONES, "mid_lr_weight": lambda config: 1.0,
-                    "up_lr_weight": lambda config: _ONES},
+        start_with={"down_lr_weight": _ones, "mid_lr_weight": lambda config: 1.0, "up_lr_weight": _ones},
     ),
     Question(
         id="down_lr_weight", kind="text", field="down_lr_weight", store=comma_joined("down_lr_weight"),
         when=blocks_on,
         validate=block_weights,
         text="Weights of the 12 down blocks (0 to 1 each), or a preset word?",
+        text_for=_side_weights_text("down", "input"),
         help=field_help("down_lr_weight"),
     ),
     Question(
         id="mid_lr_weight", kind="float", field="mid_lr_weight",
         when=blocks_on,
         text="Weight of the middle block (0 to 1)?",
+        text_for=lambda config: ("Weight of the 3 middle blocks (0 to 1; one weight for the three)?"
+                                 if blocks_of(config).edges else "Weight of the middle block (0 to 1)?"),
         help=field_help("mid_lr_weight"),
     ),
     Question(
@@ -120,6 +134,7 @@ QUESTIONS: list[Question] = [
         when=blocks_on,
         validate=block_weights,
         text="Weights of the 12 up blocks (0 to 1 each), or a preset word?",
+        text_for=_side_weights_text("up", "output"),
         help=field_help("up_lr_weight"),
     ),
     Question(
@@ -130,7 +145,7 @@ QUESTIONS: list[Question] = [
     gate(
         "use_block_dims", "Set the dim of each block separately?", field_help("block_dims"),
         fields=("block_dims",), when=blocks_on,
-        start_with={"block_dims": lambda config: _per_block(config.get("net_dim"))},
+        start_with={"block_dims": lambda config: _per_block(config, config.get("net_dim"))},
     ),
     per_block_values("block_dims", "Dims", whole=True),
     Question(
@@ -141,7 +156,7 @@ QUESTIONS: list[Question] = [
     gate(
         "use_block_alphas", "Set the alpha of each block separately?", field_help("block_alphas"),
         fields=("block_alphas",), when=blocks_on,
-        start_with={"block_alphas": lambda config: _per_block(f"{config.get('alpha'):g}")},
+        start_with={"block_alphas": lambda config: _per_block(config, f"{config.get('alpha'):g}")},
     ),
     per_block_values("block_alphas", "Alphas", whole=False),
     Question(
@@ -172,7 +187,7 @@ QUESTIONS: list[Question] = [
         "use_conv_block_dims", "Set the conv dim of each block separately?", field_help("conv_block_dims"),
         fields=("conv_block_dims",),
         when=lambda config: blocks_on(config) and takes(config, "conv_block_dims"),
-        start_with={"conv_block_dims": lambda config: _per_block(config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
+        start_with={"conv_block_dims": lambda config: _per_block(config, config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
     ),
     per_block_values("conv_block_dims", "Conv dims", whole=True),
     Question(
@@ -186,7 +201,7 @@ QUESTIONS: list[Question] = [
         fields=("conv_block_alphas",),
         when=lambda config: blocks_on(config) and is_set("conv_block_dims")(config),  # sd-scripts needs both
         start_with={"conv_block_alphas": lambda config: _per_block(
-            config.get("conv_alpha") or config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
+            config, config.get("conv_alpha") or config.get("conv_dim") or CONV_DIM_WHEN_UNSET)},
     ),
     per_block_values("conv_block_alphas", "Conv alphas", whole=False),
     Question(

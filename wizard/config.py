@@ -363,23 +363,25 @@ FIELDS: tuple[Field, ...] = (
        "LoKr: train the larger Kronecker factor as a full matrix instead of a low-rank one (bigger files, more "
        "capacity). Default off.", nullable=False),
     _f("down_lr_weight", str, None, "network", "Down block weights",
-       "Block weight training: 12 comma-separated learning-rate multipliers (0 to 1) for the U-Net's down blocks, "
-       "or one preset word (sine, cosine, linear, reverse_linear, zeros). Empty: all 1."),
+       "Block weight training: 12 comma-separated learning-rate multipliers (0 to 1) for the U-Net's down blocks "
+       "(SDXL: 9 input blocks), or one preset word (sine, cosine, linear, reverse_linear, zeros). Empty: all 1."),
     _f("mid_lr_weight", float, None, "network", "Mid block weight",
-       "Block weight training: the learning-rate multiplier (usually 0 to 1) of the U-Net's middle block. "
-       "Empty: 1.", minimum=0),
+       "Block weight training: the learning-rate multiplier (usually 0 to 1) of the U-Net's middle block (SDXL: "
+       "of its 3 middle blocks). Empty: 1.", minimum=0),
     _f("up_lr_weight", str, None, "network", "Up block weights",
-       "Block weight training: 12 comma-separated learning-rate multipliers for the U-Net's up blocks, or a "
-       "preset word like down_lr_weight. Empty: all 1."),
+       "Block weight training: 12 comma-separated learning-rate multipliers for the U-Net's up blocks (SDXL: 9 "
+       "output blocks), or a preset word like down_lr_weight. Empty: all 1."),
     _f("block_dims", str, None, "network", "Block dims",
-       "LoRA/LoCon only: 25 comma-separated ranks, one per U-Net block (12 down, 1 mid, 12 up), instead of one "
-       "dim for all. Empty: net_dim everywhere."),
+       "LoRA/LoCon only: 25 comma-separated ranks, one per U-Net block (12 down, 1 mid, 12 up; SDXL 23: base, 9 "
+       "input, 3 middle, 9 output, out), instead of one dim for all. Empty: net_dim everywhere."),
     _f("block_alphas", str, None, "network", "Block alphas",
-       "LoRA/LoCon only: 25 comma-separated alphas, one per U-Net block. Empty: alpha everywhere."),
+       "LoRA/LoCon only: 25 comma-separated alphas, one per U-Net block (SDXL 23). Empty: alpha everywhere."),
     _f("conv_block_dims", str, None, "network", "Conv block dims",
-       "LoCon only: 25 comma-separated convolution ranks, one per U-Net block. Empty: conv_dim everywhere."),
+       "LoCon only: 25 comma-separated convolution ranks, one per U-Net block (SDXL 23). Empty: conv_dim "
+       "everywhere."),
     _f("conv_block_alphas", str, None, "network", "Conv block alphas",
-       "LoCon only: 25 comma-separated convolution alphas, one per U-Net block. Empty: conv_alpha everywhere."),
+       "LoCon only: 25 comma-separated convolution alphas, one per U-Net block (SDXL 23). Empty: conv_alpha "
+       "everywhere."),
     _f("unet_only", bool, False, "network", "Train U-Net only",
        "Trains only the U-Net (image) part and leaves the text encoder untouched; uses less VRAM and often "
        "suffices for styles. Default off (train both); on for SDXL, as sd-scripts advises.", nullable=False,

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.kinds import NEGATED_ALIASES, NETWORK_TYPES, OPTION_ALIASES, network_type_of, parse_network_args
-from wizard.config import FIELD_BY_NAME, ConfigError, TrainConfig
+from sd_scripts.networks.kinds import (NEGATED_ALIASES, NETWORK_TYPES, OPTION_ALIASES, block_counts, network_type_of,
+                                      parse_network_args)
+from wizard.config import FIELD_BY_NAME, ConfigError, TrainConfig, trains_sdxl
 
 # network_args name -> the wizard field that holds it. `algo` comes from the type itself.
 FIELD_OF_OPTION = {
@@ -69,6 +70,8 @@ def network_settings(config: TrainConfig) -> tuple[str, list[str]]:
                               "network type.")
         if value is None or value is False or (option == "preset" and value == LYCORIS_DEFAULT_PRESET):
             continue
+        if option == "mid_lr_weight" and trains_sdxl(config):  # the wizard's one weight for SDXL's 3 middle blocks
+            value = (value,) * block_counts(True).middle
         items.append(f"{option}={_text(value)}")
     try:
         parse_network_args(kind.module, items)
@@ -115,12 +118,18 @@ def network_fields(module: str, items: list[str]) -> tuple[dict[str, Any], list[
         options["conv_alpha"] = 1.0
     for option, value in options.items():
         if option in FIELD_OF_OPTION:
-            fields[FIELD_OF_OPTION[option]] = _field_value(value)
+            fields[FIELD_OF_OPTION[option]] = _field_value(option, value)
     return fields, ignored
 
 
-def _field_value(value: Any) -> Any:
-    """A parsed option as its wizard field holds it: lists of block values as comma-joined text."""
+def _field_value(option: str, value: Any) -> Any:
+    """A parsed option as its wizard field holds it: lists of block values as comma-joined text; SDXL's 3 middle
+    block weights as the one weight the wizard holds, when they are equal."""
+    if option == "mid_lr_weight" and isinstance(value, tuple):
+        if len(set(value)) != 1:
+            raise ConfigError(f"The middle block weights {_text(value)} differ; the wizard holds one weight for "
+                              "SDXL's three middle blocks, so give them one value.")
+        return value[0]
     if isinstance(value, tuple):
         return ",".join(_text(item) for item in value)
     return value
