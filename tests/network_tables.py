@@ -1,4 +1,5 @@
-"""The keys a LyCORIS file with kohya names has for an SD1.5-layout model, written from the format.
+"""The keys a LyCORIS file with kohya names has for an SD1.5-layout model, and where an SDXL LoRA's keys land in an
+SGM single file, written from the format.
 
 Sources: LyCORIS' presets (which layers), SD1.5's block structure (their names), and each algorithm's tensor names
 and shape rules (LyCORIS' docs/Algo-List and modules; reference/kohya_engine.md section 6.2). Nothing here is read
@@ -113,3 +114,46 @@ def expected_keys(algo: str, preset: str, text_encoder: nn.Module, unet: nn.Modu
         suffixes = tensor_names(algo, layer, rank=conv_rank if three_by_three else rank, tucker=tucker, dora=dora)
         keys |= {f"{name}.{suffix}" for suffix in suffixes}
     return keys
+
+
+# --- SDXL: where A1111 and ComfyUI put each key of an SDXL LoRA in an SGM single file --------------------------------
+# `lora_unet_X` -> `model.diffusion_model.<X with dots>.weight` (the file's own names with "." -> "_"),
+# `lora_te1_text_model_X` -> `conditioner.embedders.0.transformer.text_model.<X>.weight`, and
+# `lora_te2_text_model_encoder_layers_N_<part>` -> OpenCLIP block N of `conditioner.embedders.1.model.`: q/k/v are a
+# third of the rows of `attn.in_proj_weight` each, out_proj/fc1/fc2 are `attn.out_proj`, `mlp.c_fc`, `mlp.c_proj`.
+SGM_UNET = "model.diffusion_model."
+SGM_TE1 = "conditioner.embedders.0.transformer.text_model."
+SGM_TE2_BLOCKS = "conditioner.embedders.1.model.transformer.resblocks."
+SGM_TE2_PARTS = {"self_attn_out_proj": "attn.out_proj", "mlp_fc1": "mlp.c_fc", "mlp_fc2": "mlp.c_proj"}
+SGM_TE2_QKV = ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj")
+
+
+def single_file_shapes(path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} of a .safetensors file, from its header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as file:
+        return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+
+
+def sgm_file_weight(lora_name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[str, tuple[int, ...]]:
+    """(single-file tensor, the shape the LoRA's delta has there) for one SDXL LoRA layer; KeyError when no SDXL
+    reader would find the layer."""
+    import re
+
+    for lora_prefix, file_prefix in (("lora_unet_", SGM_UNET), ("lora_te1_text_model_", SGM_TE1)):
+        if lora_name.startswith(lora_prefix):
+            table = {key[len(file_prefix):-len(".weight")].replace(".", "_"): key
+                     for key in shapes if key.startswith(file_prefix) and key.endswith(".weight")}
+            key = table[lora_name.removeprefix(lora_prefix)]
+            return key, shapes[key]
+    match = re.fullmatch(r"lora_te2_text_model_encoder_layers_(\d+)_(\w+)", lora_name)
+    if match is None:
+        raise KeyError(lora_name)
+    layer, part = match.groups()
+    if part in SGM_TE2_QKV:
+        key = f"{SGM_TE2_BLOCKS}{layer}.attn.in_proj_weight"
+        rows, columns = shapes[key]
+        return key, (rows // 3, columns)
+    key = f"{SGM_TE2_BLOCKS}{layer}.{SGM_TE2_PARTS[part]}.weight"
+    return key, shapes[key]

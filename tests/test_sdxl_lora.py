@@ -11,12 +11,13 @@ OpenCLIP block `conditioner.embedders.1.model.transformer.resblocks.N` (q/k/v ro
 
 from __future__ import annotations
 
+import copy
 import re
 
 import pytest
 import torch
-from safetensors import safe_open
 
+from network_tables import SGM_TE2_PARTS, SGM_TE2_QKV, SGM_UNET, sgm_file_weight, single_file_shapes
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.base import NetworkSpec
 from sd_scripts.networks.factory import create_network, network_from_file
@@ -25,13 +26,11 @@ from sd_scripts.networks.kinds import NETWORK_TYPES, block_counts, parse_network
 from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.saving.lora_file import save_lora
 
-UNET = "model.diffusion_model."
-TE1 = "conditioner.embedders.0.transformer.text_model."
-TE2 = "conditioner.embedders.1.model.transformer.resblocks."
-TE2_PARTS = {"self_attn_out_proj": "attn.out_proj", "mlp_fc1": "mlp.c_fc", "mlp_fc2": "mlp.c_proj"}
-QKV = ("self_attn_q_proj", "self_attn_k_proj", "self_attn_v_proj")
 # Linear layers of an SGM transformer (its `.1` part) that kohya's LoRA trains: proj_in/out, attn1/2, ff.
 LORA_LEAVES = re.compile(r"\.(proj_in|proj_out|attn[12]\.to_(q|k|v|out\.0)|ff\.net\.(0\.proj|2))\.weight$")
+# The second and deeper blocks of each transformer: left out of the file diffusers loads, whose time goes into PEFT
+# wrapping each layer (their names follow block 0's, which the file keeps in every transformer).
+DEEPER_BLOCKS = re.compile(r"_transformer_blocks_[1-9]")
 
 
 def spec(kind: str, dim: int = 2, *args: str) -> NetworkSpec:
@@ -50,32 +49,6 @@ def randomised(network) -> dict[str, torch.Tensor]:
     return network.state_dict()
 
 
-def single_file_shapes(path) -> dict[str, tuple[int, ...]]:
-    with safe_open(str(path), framework="pt") as file:
-        return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
-
-
-def file_weight_of(lora_name: str, shapes: dict[str, tuple[int, ...]]) -> tuple[str, tuple[int, ...]]:
-    """(single-file tensor, the shape that LoRA's delta has there) as A1111/ComfyUI find them for an SDXL LoRA."""
-    if lora_name.startswith("lora_unet_"):
-        table = {key[len(UNET):-len(".weight")].replace(".", "_"): key
-                 for key in shapes if key.startswith(UNET) and key.endswith(".weight")}
-        key = table[lora_name.removeprefix("lora_unet_")]
-        return key, shapes[key]
-    if lora_name.startswith("lora_te1_text_model_"):
-        table = {key[len(TE1):-len(".weight")].replace(".", "_"): key
-                 for key in shapes if key.startswith(TE1) and key.endswith(".weight")}
-        key = table[lora_name.removeprefix("lora_te1_text_model_")]
-        return key, shapes[key]
-    layer, part = re.fullmatch(r"lora_te2_text_model_encoder_layers_(\d+)_(\w+)", lora_name).groups()
-    if part in QKV:  # one third of the fused in_proj rows
-        key = f"{TE2}{layer}.attn.in_proj_weight"
-        rows, columns = shapes[key]
-        return key, (rows // 3, columns)
-    key = f"{TE2}{layer}.{TE2_PARTS[part]}.weight"
-    return key, shapes[key]
-
-
 def delta_shape(state: dict[str, torch.Tensor], name: str) -> tuple[int, ...]:
     down, up = state[f"{name}.lora_down.weight"], state[f"{name}.lora_up.weight"]
     return (up.shape[0], *down.shape[1:])
@@ -83,33 +56,35 @@ def delta_shape(state: dict[str, torch.Tensor], name: str) -> tuple[int, ...]:
 
 @pytest.fixture(scope="module")
 def locon_file(tiny_sdxl, tmp_path_factory):
-    """A kohya LoCon (conv_dim) with random weights on the tiny SDXL model, saved: (network, its state, path)."""
+    """A kohya LoCon (conv_dim) with random weights on the tiny SDXL model: its state, and saved without the deeper
+    transformer blocks (DEEPER_BLOCKS) as the file for diffusers."""
     network = create_network(spec("LoCon", 2, "conv_dim=2"), tiny_sdxl.text_encoders, tiny_sdxl.unet)
     state = randomised(network)
     path = tmp_path_factory.mktemp("sdxl_lora") / "locon.safetensors"
-    save_lora(state, path, save_precision="float", metadata={"ss_network_module": "networks.lora",
-                                                             "ss_base_model_version": "sdxl_base_v1-0"})
-    return network, state, path
+    save_lora({key: tensor for key, tensor in state.items() if not DEEPER_BLOCKS.search(key)}, path,
+              save_precision="float", metadata={"ss_network_module": "networks.lora",
+                                                "ss_base_model_version": "sdxl_base_v1-0"})
+    return state, path
 
 
 def test_every_lora_and_locon_key_maps_onto_the_sgm_single_file(tiny_sdxl, tiny_sdxl_files, locon_file):
     shapes = single_file_shapes(tiny_sdxl_files[0])
-    _, state, _ = locon_file
+    state, _ = locon_file
     names = {key.split(".", 1)[0] for key in state}
     for name in names:
-        _, shape = file_weight_of(name, shapes)
+        _, shape = sgm_file_weight(name, shapes)
         assert delta_shape(state, name) == shape, name
     assert {name.split("_text_model")[0] for name in names if name.startswith("lora_te")} == {"lora_te1", "lora_te2"}
     # the plain LoRA is exactly every transformer Linear of the U-Net and every CLIP attention/MLP Linear
     lora = LoRANetwork(tiny_sdxl.text_encoders, tiny_sdxl.unet, dim=2)
     unet_names = {lora.lora_name for lora in lora.unet_loras}
-    expected = {"lora_unet_" + key[len(UNET):-len(".weight")].replace(".", "_")
-                for key in shapes if key.startswith(UNET) and LORA_LEAVES.search(key)}
+    expected = {"lora_unet_" + key[len(SGM_UNET):-len(".weight")].replace(".", "_")
+                for key in shapes if key.startswith(SGM_UNET) and LORA_LEAVES.search(key)}
     assert unet_names == expected
     assert {name for name in unet_names if not name.startswith("lora_unet_input_blocks_4_1")} <= names
     te_layers = {f"lora_te{i}_text_model_encoder_layers_{n}_{part}" for i, encoder in ((1, tiny_sdxl.text_encoder),
                                                                                      (2, tiny_sdxl.text_encoder_2))
-                 for n in range(encoder.config.num_hidden_layers) for part in QKV + tuple(TE2_PARTS)}
+                 for n in range(encoder.config.num_hidden_layers) for part in SGM_TE2_QKV + tuple(SGM_TE2_PARTS)}
     assert {lora.lora_name for lora in lora.text_encoder_loras} == te_layers
     # LoCon adds the resnets' convs, time projections and shortcuts, the down- and upsamplers, all under SGM names
     conv_names = names - unet_names - te_layers
@@ -120,11 +95,15 @@ def test_every_lora_and_locon_key_maps_onto_the_sgm_single_file(tiny_sdxl, tiny_
     ) | {"lora_unet_input_blocks_N_op", "lora_unet_output_blocks_N_conv"}
 
 
-def test_diffusers_sdxl_pipeline_loads_the_file_with_the_effect_of_our_forward(tiny_sdxl, tiny_sdxl_files, locon_file):
-    from diffusers import StableDiffusionXLPipeline
+def test_diffusers_sdxl_pipeline_loads_the_file_with_the_effect_of_our_forward(tiny_sdxl, locon_file):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-    network, _, path = locon_file
-    pipeline = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl_files[1])
+    _, path = locon_file
+    network = network_from_file(path, tiny_sdxl.text_encoders, tiny_sdxl.unet)  # our network as the file says
+    pipeline = StableDiffusionXLPipeline(  # copies of the parts the LoRA goes into: the session's model stays as it is
+        vae=tiny_sdxl.vae, text_encoder=copy.deepcopy(tiny_sdxl.text_encoder),
+        text_encoder_2=copy.deepcopy(tiny_sdxl.text_encoder_2), tokenizer=tiny_sdxl.tokenizer,
+        tokenizer_2=tiny_sdxl.tokenizer_2, unet=copy.deepcopy(tiny_sdxl.unet), scheduler=EulerDiscreteScheduler())
     pipeline.load_lora_weights(str(path))
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 4, 8, 8, generator=generator)
@@ -151,20 +130,24 @@ def test_diffusers_sdxl_pipeline_loads_the_file_with_the_effect_of_our_forward(t
         torch.testing.assert_close(diffusers_output, mine, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("algo, suffix", [("loha", "hada_w1_a"), ("lokr", "lokr_w1")])
-def test_loha_and_lokr_write_lycoris_keys_under_sgm_names(tiny_sdxl, tiny_sdxl_files, algo, suffix):
+def test_loha_and_lokr_write_lycoris_keys_under_sgm_names(tiny_sdxl, tiny_sdxl_files):
+    """LoHa on the transformers and encoders (and read back from its keys), LoKr on the resnets and samplers."""
     shapes = single_file_shapes(tiny_sdxl_files[0])
-    network = create_network(spec("LoHa" if algo == "loha" else "LoKr", 2, f"algo={algo}", "preset=attn-mlp"),
-                             tiny_sdxl.text_encoders, tiny_sdxl.unet)
-    state = network.state_dict()
-    names = {key.split(".", 1)[0] for key in state}
-    assert all(f"{name}.{suffix}" in state for name in names)
-    for name in names:
-        file_weight_of(name, shapes)  # a KeyError names the layer no SDXL reader would find
-    assert any(name.startswith("lora_te2_") for name in names) and any("middle_block_1" in name for name in names)
-    rebuilt = network_from_file(state, tiny_sdxl.text_encoders, tiny_sdxl.unet,
+    states = {}
+    for kind, preset, suffix in (("LoHa", "attn-mlp", "hada_w1_a"), ("LoKr", "unet-convblock-only", "lokr_w1")):
+        network = create_network(spec(kind, 2, f"algo={kind.lower()}", f"preset={preset}"), tiny_sdxl.text_encoders,
+                                 tiny_sdxl.unet)
+        states[kind] = network.state_dict()
+        names = {key.split(".", 1)[0] for key in states[kind]}
+        assert all(f"{name}.{suffix}" in states[kind] for name in names)
+        for name in names:
+            sgm_file_weight(name, shapes)  # a KeyError names a layer no SDXL reader would find
+    assert {"lora_unet_input_blocks_3_0_op", "lora_unet_output_blocks_5_2_conv"} <= names
+    loha = {key: tensor for key, tensor in states["LoHa"].items() if not DEEPER_BLOCKS.search(key)}
+    assert any(key.startswith("lora_te2_") for key in loha) and any("middle_block_1" in key for key in loha)
+    rebuilt = network_from_file(loha, tiny_sdxl.text_encoders, tiny_sdxl.unet,
                                 metadata={"ss_network_module": "lycoris.kohya"})
-    assert set(rebuilt.state_dict()) == set(state)
+    assert set(rebuilt.state_dict()) == set(loha)
 
 
 def sd_scripts_sdxl_block(lora_name: str) -> int:

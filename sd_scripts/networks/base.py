@@ -3,8 +3,8 @@ networks without knowing which algorithm they hold.
 
 A network is a `torch.nn.Module` that sits on a frozen text encoder and U-Net:
 
-* `from_spec(text_encoder, unet, spec)` (one text encoder, or a list of SDXL's two) builds a fresh one, `from_weights(text_encoder, unet, state_dict, ...)` one
-  shaped and filled as a saved file says;
+* `from_spec(text_encoder, unet, spec)` builds a fresh one, `from_weights(text_encoder, unet, state_dict, ...)` one
+  shaped and filled as a saved file says (`text_encoder`: one module, or a list of SDXL's two);
 * `apply_to()` makes the base model compute with it, `restore()` makes the base model compute exactly what it did
   before, `merge_to(multiplier)` adds its weight differences into the base weights for good;
 * `set_multiplier(m)` scales its effect (samples and tools);

@@ -18,7 +18,7 @@ from sd_scripts.networks.base import Network, NetworkSpec, TextEncoders
 from sd_scripts.networks.file_kinds import file_network_module
 from sd_scripts.networks.kinds import KOHYA_DYLORA_MODULE, KOHYA_LORA_MODULE, LYCORIS_MODULE
 from sd_scripts.networks.kinds import network_type_of, parse_network_args
-from sd_scripts.networks.lora import TEXT_ENCODER_PREFIX, UNET_PREFIX
+from sd_scripts.networks.sgm_names import TEXT_ENCODER_PREFIX, UNET_PREFIX
 from sd_scripts.saving.lora_file import load_lora_file
 
 DEFAULT_NETWORK_DIM = 4  # sd-scripts' --network_dim default

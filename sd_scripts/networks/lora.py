@@ -36,7 +36,7 @@ from torch.utils.hooks import RemovableHandle
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.base import NetworkSpec, TextEncoders
 from sd_scripts.networks.blocks import BlockRanks, block_index, block_lr_weights, block_ranks
-from sd_scripts.networks.sgm_names import TEXT_ENCODER_PREFIX, UNET_PREFIX, is_sdxl_unet_config, sgm_module_path
+from sd_scripts.networks.sgm_names import UNET_PREFIX, is_sdxl_unet_config, sgm_module_path
 from sd_scripts.networks.sgm_names import text_encoder_prefixes
 from sd_scripts.saving.lora_file import load_lora_file
 TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
