@@ -185,8 +185,8 @@ def default_v_parameterization(config: "TrainConfig", declared: bool) -> bool:
 
 
 def default_zero_terminal_snr(config: "TrainConfig", declared: bool) -> bool:
-    """On for SDXL v-prediction models: NoobAI's v-prediction models are trained with zero terminal SNR, and a LoRA
-    trained without it on them gives washed-out images at the last steps."""
+    """On for SDXL v-prediction models: NoobAI's v-prediction models were trained with zero terminal SNR, and a LoRA
+    for them is trained on the same noise schedule."""
     return True if trains_sdxl(config) and config.get("v_parameterization") else declared
 
 
@@ -233,8 +233,8 @@ def _follows_sdxl(config: "TrainConfig") -> str:
 
 def _follows_sdxl_memory(config: "TrainConfig") -> str:
     free_gb = free_gpu_memory_gb() if config.cuda else None
-    where = "no GPU's free memory is known" if free_gb is None else f"the GPU has {free_gb:.1f} GB free"
-    return f"SDXL, and {where}: the run needs it to fit (8 GB with it, as sd-scripts documents)"
+    where = "no GPU's free memory is known" if free_gb is None else f"{free_gb:.1f} GB are free on the GPU"
+    return f"SDXL needs it unless the GPU holds the run without it, and {where}"
 
 
 def sdxl_needs_checkpointing(config: "TrainConfig", free_gb: float) -> bool:
