@@ -21,7 +21,7 @@ from network_tables import SGM_TE2_PARTS, SGM_TE2_QKV, SGM_UNET, sgm_file_weight
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.base import NetworkSpec
 from sd_scripts.networks.factory import create_network, network_from_file
-from sd_scripts.networks.file_kinds import require_file_fits_model
+from sd_scripts.networks.file_kinds import file_network_module, require_file_fits_model
 from sd_scripts.networks.kinds import NETWORK_TYPES, block_counts, parse_network_args
 from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.saving.lora_file import save_lora
@@ -76,16 +76,18 @@ def test_every_lora_and_locon_key_maps_onto_the_sgm_single_file(tiny_sdxl, tiny_
         assert delta_shape(state, name) == shape, name
     assert {name.split("_text_model")[0] for name in names if name.startswith("lora_te")} == {"lora_te1", "lora_te2"}
     # the plain LoRA is exactly every transformer Linear of the U-Net and every CLIP attention/MLP Linear
-    lora = LoRANetwork(tiny_sdxl.text_encoders, tiny_sdxl.unet, dim=2)
-    unet_names = {lora.lora_name for lora in lora.unet_loras}
+    plain = LoRANetwork(tiny_sdxl.text_encoders, tiny_sdxl.unet, dim=2)
+    unet_names = {lora.lora_name for lora in plain.unet_loras}
     expected = {"lora_unet_" + key[len(SGM_UNET):-len(".weight")].replace(".", "_")
                 for key in shapes if key.startswith(SGM_UNET) and LORA_LEAVES.search(key)}
     assert unet_names == expected
-    assert {name for name in unet_names if not name.startswith("lora_unet_input_blocks_4_1")} <= names
+    assert unet_names <= names
     te_layers = {f"lora_te{i}_text_model_encoder_layers_{n}_{part}" for i, encoder in ((1, tiny_sdxl.text_encoder),
                                                                                      (2, tiny_sdxl.text_encoder_2))
                  for n in range(encoder.config.num_hidden_layers) for part in SGM_TE2_QKV + tuple(SGM_TE2_PARTS)}
-    assert {lora.lora_name for lora in lora.text_encoder_loras} == te_layers
+    assert {lora.lora_name for lora in plain.text_encoder_loras} == te_layers
+    dylora = create_network(spec("DyLoRA", 2, "unit=1"), tiny_sdxl.text_encoders, tiny_sdxl.unet)
+    assert {name.split(".", 1)[0] for name in dylora.state_dict()} == unet_names | te_layers
     # LoCon adds the resnets' convs, time projections and shortcuts, the down- and upsamplers, all under SGM names
     conv_names = names - unet_names - te_layers
     resnet_layers = ("in_layers_2", "emb_layers_1", "out_layers_3", "skip_connection")
@@ -189,7 +191,7 @@ def test_sdxl_block_weights_and_dims_follow_sd_scripts_23_blocks(tiny_sdxl):
         create_network(spec("LoRA", 4, "block_dims=" + ",".join(["4"] * 25)), tiny_sdxl.text_encoders, tiny_sdxl.unet)
 
 
-def test_a_network_file_of_the_other_family_is_refused_in_one_sentence():
+def test_sdxl_network_files_are_told_from_their_names_and_the_other_family_is_refused_in_one_sentence():
     sdxl_keys = ["lora_unet_input_blocks_4_1_proj_in.lora_down.weight", "lora_te1_text_model_x.alpha"]
     sd_keys = ["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "lora_te_text_model_x.alpha"]
     with pytest.raises(UserFacingError, match="^style.safetensors was made for SDXL models but the base model is "
@@ -200,6 +202,10 @@ def test_a_network_file_of_the_other_family_is_refused_in_one_sentence():
     require_file_fits_model("style.safetensors", sdxl_keys, {}, model_is_sdxl=True)
     require_file_fits_model("old.safetensors", sd_keys, {"ss_base_model_version": "sdxl_base_v1-0"},
                             model_is_sdxl=False)  # the names say more than the metadata
+    # kohya's LoRA never trains SDXL's conv_in (input_blocks_0_0) or out.2: LyCORIS' LoCon does
+    lycoris_locon = ["lora_unet_input_blocks_0_0.lora_down.weight", "lora_unet_input_blocks_0_0.lora_up.weight"]
+    assert file_network_module(lycoris_locon, {}) == "lycoris.kohya"
+    assert file_network_module(sdxl_keys[:1], {}) == "networks.lora"
 
 
 def test_a_real_size_sdxl_gets_the_kohya_module_counts():

@@ -21,8 +21,10 @@ LYCORIS_ONLY_SUFFIXES = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "ha
                          "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t1", "lokr_t2",
                          "on_input", "dora_scale", "lora_mid.weight", "diff", "diff_b", "w_norm", "b_norm")
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
-# Layers LyCORIS' presets train and kohya's networks never do: a plain lora_down file with them is LyCORIS' LoCon.
-LYCORIS_ONLY_LAYERS = ("lora_unet_conv_in.", "lora_unet_conv_out.", "lora_unet_time_embedding_")
+# Layers LyCORIS' presets train and kohya's networks never do: a plain lora_down file with them is LyCORIS' LoCon
+# (the diffusers names, and their SGM names in an SDXL file).
+LYCORIS_ONLY_LAYERS = ("lora_unet_conv_in.", "lora_unet_conv_out.", "lora_unet_time_embedding_",
+                       "lora_unet_input_blocks_0_0.", "lora_unet_out_2.", "lora_unet_time_embed_", "lora_unet_label_emb_")
 # LyCORIS' algo, told by the first tensor name that only it writes.
 ALGO_OF_SUFFIX = (("hada_", "loha"), ("lokr_", "lokr"), ("on_input", "ia3"))
 SDXL_VERSION_START = "sdxl"  # ss_base_model_version of every SDXL file sd-scripts writes ("sdxl_base_v1-0", ...)
