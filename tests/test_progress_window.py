@@ -83,15 +83,23 @@ def test_the_window_shows_a_whole_run_to_the_end(virtual_display, asker, demo, o
 
 
 def assert_loss_plot_shown(window: ProgressWindow, plot: Path, screenshot: Path) -> None:
-    """In the finished window the live curve has given way to the trainer's loss PNG, on the screen pixel for pixel
-    as Pillow scales the file down to the width the curve had."""
+    """In the finished window the live curve has given way to the trainer's loss chart, drawn from the run's loss
+    table in the window's colours at the size of the curve's place, on the screen pixel for pixel."""
     from PIL import Image, ImageChops, ImageStat
+
+    from sd_scripts.training.logs import read_loss_table
+    from sd_scripts.training.loss_plot import PlotColours, render_loss_plot
 
     assert plot == Path(window.output_folder) / "demo-loss.png" and plot.is_file()
     assert window.loss_plot.winfo_ismapped() and not window.curve.canvas.winfo_ismapped()
-    with Image.open(plot) as image:
-        width = min(image.width, window.curve.canvas.winfo_width())
-        expected = image.convert("RGB").resize((width, round(image.height * width / image.width)), Image.LANCZOS)
+    rows = read_loss_table(plot.with_suffix(".csv"))
+    colours = window.colours
+    canvas = window.curve.canvas
+    with Image.open(plot) as written:
+        scale = min(canvas.winfo_width() / written.width, canvas.winfo_height() / written.height)
+    expected = render_loss_plot([row.step for row in rows], [row.loss for row in rows], title="Loss of demo",
+                                colours=PlotColours(colours.canvas, colours.frame, colours.grid, colours.text,
+                                                    colours.raw_line, colours.accent), scale=scale)
     label = window.loss_plot
     left = label.winfo_rootx() + (label.winfo_width() - expected.width) // 2
     top = label.winfo_rooty() + (label.winfo_height() - expected.height) // 2

@@ -24,6 +24,8 @@ import wizard.progress_window as progress_window_module
 from questions import FLOWS
 from sd_scripts.args import TrainArgs
 from sd_scripts.events import EpochEnd, Failed, Finished, SampleMade, Saved, Started, Step
+from sd_scripts.training.logs import LossRow, write_loss_table
+from sd_scripts.training.loss_plot import draw_loss_plot
 from sd_scripts.training.result import TrainResult
 from wizard.askers.tk_asker import TkAsker
 from wizard.askers.tk_report import show_report
@@ -242,7 +244,7 @@ def progress_window(root: tk.Tk, state: str, folder: Path, monkeypatch: pytest.M
         ImageDraw.Draw(image).ellipse((12, 12, 52, 52), fill=colour)
         image.save(sample)
         samples.append(sample)
-    args = TrainArgs(output_dir=str(folder), sample_prompts=str(folder / "prompts.txt"))
+    args = TrainArgs(output_dir=str(folder), output_name="mychar", sample_prompts=str(folder / "prompts.txt"))
     window = ProgressWindow(root, args, name="mychar")
     random = Random(0)
     events: list = [Started(total_steps=200, steps_per_epoch=20, epochs=10, num_train_images=40, num_reg_images=0,
@@ -257,9 +259,14 @@ def progress_window(root: tk.Tk, state: str, folder: Path, monkeypatch: pytest.M
                        SampleMade(path=str(samples[(step // 20) % 2]), prompt=f"mychar, prompt {(step // 20) % 2} "
                                   "--w 512 --h 512", step=step)]
     if state == "finished":
+        steps = [event for event in events if isinstance(event, Step)]
+        # the run's loss table and plot, as the trainer leaves them beside the LoRA
+        write_loss_table(folder / "mychar-loss.csv", [LossRow(e.step, e.epoch, e.loss, e.lr) for e in steps])
+        draw_loss_plot([e.step for e in steps], [e.loss for e in steps], folder / "mychar-loss.png",
+                       title="Loss of mychar")
         events += [Saved(path=str(folder / "mychar.safetensors"), epoch=4, step=80, final=True),
                    Finished(lora_path=str(folder / "mychar.safetensors"), steps=80, epochs=4, elapsed_s=50.0,
-                            stopped_early=True)]
+                            stopped_early=True, loss_plot=str(folder / "mychar-loss.png"))]
         result = TrainResult(ok=True, lora_path=str(folder / "mychar.safetensors"), message="Stopped.", steps=80)
     elif state == "failed":
         events.append(Failed(message="The GPU ran out of memory at step 81.",

@@ -20,6 +20,10 @@ from tkinter import ttk
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.events import EpochEnd, Event, EventHandler, Failed, Finished, SampleMade, Saved, Started, Step
+from sd_scripts.errors import UserFacingError
+from sd_scripts.training.logs import read_loss_table
+from sd_scripts.training.loss_plot import PLOT_SIZE, PlotColours, plot_title, render_loss_plot
+from sd_scripts.training.outputs import DEFAULT_OUTPUT_NAME, OutputNames
 from sd_scripts.training.result import TrainResult
 from wizard.askers.tk_theme import PROGRESS_STYLE, flash_taskbar, palette
 from wizard.askers.tk_widgets import ask_confirm, show_message
@@ -47,6 +51,7 @@ class ProgressWindow:
                  run_position: tuple[int, int] | None = None, echo: EventHandler | None = None) -> None:
         self.root = root
         self.output_folder = Path(args.output_dir or ".")
+        self.output_name = args.output_name or DEFAULT_OUTPUT_NAME
         self.window = tk.Toplevel(root)
         self.name = f"Training {name}"
         self.window.title(self.name)
@@ -228,21 +233,33 @@ class ProgressWindow:
         self.figures["Learning rate"].configure(text=f"{event.lr:.2e}")
 
     def _show_loss_plot(self, path: Path) -> None:
-        """At the end the live curve gives way to the run's loss plot, the PNG the trainer wrote beside the LoRA,
-        scaled down to the curve's width (never up, so its lettering stays sharp)."""
+        """At the end the live curve gives way to the run's loss plot: the chart the trainer wrote beside the LoRA,
+        drawn again from its loss table in the window's colours (the PNG file itself is on white paper) at the size
+        of the curve's place, so the window keeps its size and the lettering stays sharp at any scaling."""
         from PIL import Image, ImageTk
 
         canvas = self.curve.canvas
         width = max(canvas.winfo_width(), canvas.winfo_reqwidth())
-        with Image.open(path) as image:
-            shown = image.convert("RGB")
-        if shown.width > width:
-            shown = shown.resize((width, round(shown.height * width / shown.width)), Image.LANCZOS)
+        height = max(canvas.winfo_height(), canvas.winfo_reqheight())
+        scale = min(width / PLOT_SIZE[0], height / PLOT_SIZE[1])
+        try:
+            rows = read_loss_table(OutputNames(self.output_folder, self.output_name, "safetensors").loss_table())
+            shown = render_loss_plot([row.step for row in rows], [row.loss for row in rows],
+                                     title=plot_title(self.output_name), colours=self._plot_colours(), scale=scale)
+        except (OSError, UserFacingError):  # the table is gone or not this run's: show the file as it is
+            with Image.open(path) as image:
+                shown = image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)),
+                                                    Image.LANCZOS)
         self.loss_plot_image = ImageTk.PhotoImage(shown, master=self.window)  # kept referenced while shown
         self.loss_plot = ttk.Label(canvas.master, image=self.loss_plot_image)
         place = canvas.grid_info()
         canvas.grid_remove()
         self.loss_plot.grid(row=place["row"], column=place["column"], pady=place["pady"])
+
+    def _plot_colours(self) -> PlotColours:
+        colours = self.colours
+        return PlotColours(background=colours.canvas, frame=colours.frame, grid=colours.grid, text=colours.text,
+                           raw=colours.raw_line, average=colours.accent)
 
     def _show_times(self) -> None:
         elapsed, left = self._clock.now()

@@ -33,7 +33,8 @@ from sd_scripts.errors import UserFacingError
 from sd_scripts.events import EpochEnd, SampleMade, Step
 from sd_scripts.networks.blocks import block_index
 from sd_scripts.saving.atomic import write_atomically
-from sd_scripts.training.loss_plot import draw_loss_plot
+from sd_scripts.training.loss_plot import draw_loss_plot, plot_title
+from sd_scripts.training.outputs import DEFAULT_OUTPUT_NAME
 
 if TYPE_CHECKING:
     from sd_scripts.networks.base import Network
@@ -194,7 +195,7 @@ def open_run_logs(args: TrainArgs, *, table: Path, plot: Path, network: Network,
     return RunLogs(
         table=table,
         plot=plot,
-        title=f"Loss of {args.output_name}",
+        title=plot_title(args.output_name or DEFAULT_OUTPUT_NAME),
         tensorboard=tensorboard_folder(args, time.localtime()),
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,

@@ -55,7 +55,7 @@ from sd_scripts.training.length import plan_run_length, resolve_warmup_steps
 from sd_scripts.training.logs import open_run_logs
 from sd_scripts.training.noise import make_noise_scheduler
 from sd_scripts.training.optimizers import build_optimizer
-from sd_scripts.training.outputs import OutputNames, check_outputs_free
+from sd_scripts.training.outputs import DEFAULT_OUTPUT_NAME, OutputNames, check_outputs_free
 from sd_scripts.training.precision import (
     WEIGHT_DTYPES,
     configure_attention,
@@ -79,8 +79,6 @@ from sd_scripts.training.step import NoiseSettings, unet_loss
 from sd_scripts.training.validation import caches_text_encoder_outputs, check_settings_for_model, validate_args
 
 logger = logging.getLogger("sd_scripts.train")
-
-DEFAULT_OUTPUT_NAME = "last"
 
 
 class TrainingSession:

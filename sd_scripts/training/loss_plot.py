@@ -9,7 +9,8 @@ x axis, loss values on the y axis, a light line for the loss of each step and a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -18,8 +19,22 @@ from sd_scripts.saving.atomic import write_atomically
 
 PLOT_SIZE = (960, 400)  # width, height in pixels: about the shape of the progress window's curve, twice its detail
 MARGINS = (84, 56, 28, 60)  # left (loss labels), top (title, legend), right, bottom (step labels, axis name)
-BACKGROUND, FRAME, GRID, TEXT = (255, 255, 255), (150, 150, 150), (228, 228, 228), (50, 50, 50)
-RAW_COLOUR, AVERAGE_COLOUR = (150, 190, 228), (11, 79, 156)
+
+
+@dataclass(frozen=True)
+class PlotColours:
+    """The chart's colours (RGB triples or "#rrggbb"): the file is drawn on white paper; a window may draw it again in
+    its own theme's colours."""
+
+    background: object = (255, 255, 255)
+    frame: object = (150, 150, 150)
+    grid: object = (228, 228, 228)
+    text: object = (50, 50, 50)
+    raw: object = (150, 190, 228)  # the loss of each step: light, under...
+    average: object = (11, 79, 156)  # ...its running mean, strong
+
+
+PAPER = PlotColours()
 MARKED_POINTS = 60  # up to this many steps each loss also gets a dot, so a short run shows its points
 TICKS = 6  # about this many labelled values on each axis
 
@@ -61,19 +76,35 @@ def tick_label(value: float, spacing: float) -> str:
     return f"{value:.{-math.floor(math.log10(spacing) + 1e-9)}f}"
 
 
+def plot_title(output_name: str) -> str:
+    return f"Loss of {output_name}"
+
+
 def draw_loss_plot(steps: Sequence[int], losses: Sequence[float], path: Path, *, title: str) -> None:
     """Write the chart of `losses` over `steps` to the PNG `path` (atomically); an empty run gets a short note."""
-    width, height = PLOT_SIZE
-    left, top, right, bottom = MARGINS[0], MARGINS[1], width - MARGINS[2], height - MARGINS[3]
-    image = Image.new("RGB", PLOT_SIZE, BACKGROUND)
+    image = render_loss_plot(steps, losses, title=title)
+    write_atomically(path, lambda temporary: image.save(temporary, format="PNG"))
+
+
+def render_loss_plot(steps: Sequence[int], losses: Sequence[float], *, title: str,
+                     colours: PlotColours = PAPER, scale: float = 1.0) -> Image.Image:
+    """The chart of `losses` over `steps` in `colours`, `scale` times `PLOT_SIZE` with everything in it (a window
+    draws it at its own size, so the lettering stays sharp and as large as its text)."""
+
+    def px(value: float) -> int:
+        return max(1, round(value * scale))
+
+    width, height = px(PLOT_SIZE[0]), px(PLOT_SIZE[1])
+    left, top, right, bottom = px(MARGINS[0]), px(MARGINS[1]), width - px(MARGINS[2]), height - px(MARGINS[3])
+    image = Image.new("RGB", (width, height), colours.background)
     draw = ImageDraw.Draw(image)
-    font, title_font = ImageFont.load_default(size=15), ImageFont.load_default(size=18)
-    draw.text((left, 14), title, fill=TEXT, font=title_font)
-    draw.rectangle((left, top, right, bottom), outline=FRAME)
+    font, title_font = ImageFont.load_default(size=px(15)), ImageFont.load_default(size=px(18))
+    draw.text((left, px(14)), title, fill=colours.text, font=title_font)
+    draw.rectangle((left, top, right, bottom), outline=colours.frame)
     if not steps:
-        draw.text(((left + right) / 2, (top + bottom) / 2), "No step was trained.", fill=TEXT, font=font, anchor="mm")
-        _save_png(image, path)
-        return
+        draw.text(((left + right) / 2, (top + bottom) / 2), "No step was trained.", fill=colours.text, font=font,
+                  anchor="mm")
+        return image
 
     window = average_window(len(losses))
     averages = running_average(losses, window)
@@ -93,38 +124,34 @@ def draw_loss_plot(steps: Sequence[int], losses: Sequence[float], path: Path, *,
     y_spacing = y_ticks[1] - y_ticks[0] if len(y_ticks) > 1 else 1.0
     for tick in y_ticks:
         y = y_of(tick)
-        draw.line((left, y, right, y), fill=GRID)
-        draw.text((left - 8, y), tick_label(tick, y_spacing), fill=TEXT, font=font, anchor="rm")
+        draw.line((left, y, right, y), fill=colours.grid)
+        draw.text((left - px(8), y), tick_label(tick, y_spacing), fill=colours.text, font=font, anchor="rm")
     for tick in x_ticks:
         x = x_of(tick)
-        draw.line((x, top, x, bottom), fill=GRID)
-        draw.text((x, bottom + 8), f"{tick:.0f}", fill=TEXT, font=font, anchor="mt")
-    draw.rectangle((left, top, right, bottom), outline=FRAME)
-    draw.text(((left + right) / 2, height - 10), "step", fill=TEXT, font=font, anchor="mb")
-    draw.text((left - 8, top - 8), "loss", fill=TEXT, font=font, anchor="rb")
+        draw.line((x, top, x, bottom), fill=colours.grid)
+        draw.text((x, bottom + px(8)), f"{tick:.0f}", fill=colours.text, font=font, anchor="mt")
+    draw.rectangle((left, top, right, bottom), outline=colours.frame)
+    draw.text(((left + right) / 2, height - px(10)), "step", fill=colours.text, font=font, anchor="mb")
+    draw.text((left - px(8), top - px(8)), "loss", fill=colours.text, font=font, anchor="rb")
 
     raw = [(x_of(step), y_of(loss)) for step, loss in zip(steps, losses)]
     smooth = [(x_of(step), y_of(loss)) for step, loss in zip(steps, averages)]
-    draw.line(raw, fill=RAW_COLOUR, width=1)
+    draw.line(raw, fill=colours.raw, width=px(1))
     if len(raw) <= MARKED_POINTS:
         for x, y in raw:
-            draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=RAW_COLOUR)
-    draw.line(smooth, fill=AVERAGE_COLOUR, width=2, joint="curve")
-    _draw_legend(draw, font, right, (("loss of each step", RAW_COLOUR, 2),
-                                     (f"mean of the last {window} steps", AVERAGE_COLOUR, 3)))
-    _save_png(image, path)
+            draw.ellipse((x - px(3), y - px(3), x + px(3), y + px(3)), fill=colours.raw)
+    draw.line(smooth, fill=colours.average, width=px(2), joint="curve")
+    _draw_legend(draw, font, right, colours.text, px, (("loss of each step", colours.raw, 2),
+                                                       (f"mean of the last {window} steps", colours.average, 3)))
+    return image
 
 
-def _draw_legend(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, right: int,
-                 entries: tuple[tuple[str, tuple[int, int, int], int], ...]) -> None:
+def _draw_legend(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, right: int, text_colour: object,
+                 px: Callable[[float], int], entries: tuple[tuple[str, object, int], ...]) -> None:
     """The entries side by side above the chart's top right corner, each after a piece of its line."""
-    x, y = right, 24
+    x, y = right, px(24)
     for text, colour, line_width in reversed(entries):
         x -= draw.textlength(text, font=font)
-        draw.text((x, y), text, fill=TEXT, font=font, anchor="lm")
-        draw.line((x - 30, y, x - 6, y), fill=colour, width=line_width)
-        x -= 48
-
-
-def _save_png(image: Image.Image, path: Path) -> None:
-    write_atomically(path, lambda temporary: image.save(temporary, format="PNG"))
+        draw.text((x, y), text, fill=text_colour, font=font, anchor="lm")
+        draw.line((x - px(30), y, x - px(6), y), fill=colour, width=px(line_width))
+        x -= px(48)

@@ -14,6 +14,7 @@ from pathlib import Path
 from sd_scripts.errors import UserFacingError
 
 SAMPLE_FOLDER = "sample"
+DEFAULT_OUTPUT_NAME = "last"  # sd-scripts' name when output_name is not given
 
 
 @dataclass(frozen=True)
