@@ -10,6 +10,7 @@ import gc
 import re
 import time
 from pathlib import Path
+from tkinter import font as tkfont
 
 import pytest
 
@@ -88,18 +89,19 @@ def assert_loss_plot_shown(window: ProgressWindow, plot: Path, screenshot: Path)
     from PIL import Image, ImageChops, ImageStat
 
     from sd_scripts.training.logs import read_loss_table
-    from sd_scripts.training.loss_plot import PlotColours, render_loss_plot
+    from sd_scripts.training.loss_plot import PLOT_TEXT_PIXELS, PlotColours, render_loss_plot
 
     assert plot == Path(window.output_folder) / "demo-loss.png" and plot.is_file()
     assert window.loss_plot.winfo_ismapped() and not window.curve.canvas.winfo_ismapped()
     rows = read_loss_table(plot.with_suffix(".csv"))
     colours = window.colours
     canvas = window.curve.canvas
-    with Image.open(plot) as written:
-        scale = min(canvas.winfo_width() / written.width, canvas.winfo_height() / written.height)
+    text_points = tkfont.nametofont("TkDefaultFont", window.root).actual("size")
     expected = render_loss_plot([row.step for row in rows], [row.loss for row in rows], title="Loss of demo",
                                 colours=PlotColours(colours.canvas, colours.frame, colours.grid, colours.text,
-                                                    colours.raw_line, colours.accent), scale=scale)
+                                                    colours.raw_line, colours.accent),
+                                size=(canvas.winfo_width(), canvas.winfo_height()),
+                                scale=window.root.winfo_fpixels(f"{text_points}p") / PLOT_TEXT_PIXELS)
     label = window.loss_plot
     left = label.winfo_rootx() + (label.winfo_width() - expected.width) // 2
     top = label.winfo_rooty() + (label.winfo_height() - expected.height) // 2

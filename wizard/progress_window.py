@@ -22,7 +22,7 @@ from sd_scripts.args import TrainArgs
 from sd_scripts.events import EpochEnd, Event, EventHandler, Failed, Finished, SampleMade, Saved, Started, Step
 from sd_scripts.errors import UserFacingError
 from sd_scripts.training.logs import read_loss_table
-from sd_scripts.training.loss_plot import PLOT_SIZE, PlotColours, plot_title, render_loss_plot
+from sd_scripts.training.loss_plot import PLOT_TEXT_PIXELS, PlotColours, plot_title, render_loss_plot
 from sd_scripts.training.outputs import DEFAULT_OUTPUT_NAME, OutputNames
 from sd_scripts.training.result import TrainResult
 from wizard.askers.tk_theme import PROGRESS_STYLE, flash_taskbar, palette
@@ -239,15 +239,16 @@ class ProgressWindow:
         from PIL import Image, ImageTk
 
         canvas = self.curve.canvas
-        width = max(canvas.winfo_width(), canvas.winfo_reqwidth())
-        height = max(canvas.winfo_height(), canvas.winfo_reqheight())
-        scale = min(width / PLOT_SIZE[0], height / PLOT_SIZE[1])
+        size = (max(canvas.winfo_width(), canvas.winfo_reqwidth()),
+                max(canvas.winfo_height(), canvas.winfo_reqheight()))
         try:
             rows = read_loss_table(OutputNames(self.output_folder, self.output_name, "safetensors").loss_table())
             shown = render_loss_plot([row.step for row in rows], [row.loss for row in rows],
-                                     title=plot_title(self.output_name), colours=self._plot_colours(), scale=scale)
+                                     title=plot_title(self.output_name), colours=self._plot_colours(), size=size,
+                                     scale=self._fonts.text_pixels / PLOT_TEXT_PIXELS)
         except (OSError, UserFacingError):  # the table is gone or not this run's: show the file as it is
             with Image.open(path) as image:
+                scale = min(size[0] / image.width, size[1] / image.height)
                 shown = image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)),
                                                     Image.LANCZOS)
         self.loss_plot_image = ImageTk.PhotoImage(shown, master=self.window)  # kept referenced while shown
@@ -603,4 +604,5 @@ class _Fonts:
         self.small = default.copy()
         self.small.configure(size=max(1, size - 1) if size > 0 else min(-1, size + 1))
         self.pad = default.metrics("linespace") // 2
+        self.text_pixels = root.winfo_fpixels(f"{size}p") if size > 0 else -size  # the text's em, in pixels
         self.wraplength = int(default.measure("abcdefghijklmnopqrstuvwxyz") / 26 * 90)

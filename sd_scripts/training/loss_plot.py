@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sd_scripts.saving.atomic import write_atomically
 
 PLOT_SIZE = (960, 400)  # width, height in pixels: about the shape of the progress window's curve, twice its detail
+PLOT_TEXT_PIXELS = 15  # the labels' size in the file; a window scales everything by its own text size over it
 MARGINS = (84, 56, 28, 60)  # left (loss labels), top (title, legend), right, bottom (step labels, axis name)
 
 
@@ -87,18 +88,19 @@ def draw_loss_plot(steps: Sequence[int], losses: Sequence[float], path: Path, *,
 
 
 def render_loss_plot(steps: Sequence[int], losses: Sequence[float], *, title: str,
-                     colours: PlotColours = PAPER, scale: float = 1.0) -> Image.Image:
-    """The chart of `losses` over `steps` in `colours`, `scale` times `PLOT_SIZE` with everything in it (a window
-    draws it at its own size, so the lettering stays sharp and as large as its text)."""
+                     colours: PlotColours = PAPER, size: tuple[int, int] = PLOT_SIZE,
+                     scale: float = 1.0) -> Image.Image:
+    """The chart of `losses` over `steps` in `colours`, `size` pixels, with lettering, margins and lines `scale`
+    times their size in the file (a window draws it at its own size with letters as large as its text)."""
 
     def px(value: float) -> int:
         return max(1, round(value * scale))
 
-    width, height = px(PLOT_SIZE[0]), px(PLOT_SIZE[1])
+    width, height = size
     left, top, right, bottom = px(MARGINS[0]), px(MARGINS[1]), width - px(MARGINS[2]), height - px(MARGINS[3])
     image = Image.new("RGB", (width, height), colours.background)
     draw = ImageDraw.Draw(image)
-    font, title_font = ImageFont.load_default(size=px(15)), ImageFont.load_default(size=px(18))
+    font, title_font = ImageFont.load_default(size=px(PLOT_TEXT_PIXELS)), ImageFont.load_default(size=px(18))
     draw.text((left, px(14)), title, fill=colours.text, font=title_font)
     draw.rectangle((left, top, right, bottom), outline=colours.frame)
     if not steps:
