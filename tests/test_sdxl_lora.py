@@ -20,6 +20,7 @@ import torch
 from network_tables import SGM_TE2_PARTS, SGM_TE2_QKV, SGM_UNET, sgm_file_weight, single_file_shapes
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.base import NetworkSpec
+from sd_scripts.networks.blocks import block_lr_weights, block_ranks
 from sd_scripts.networks.factory import create_network, network_from_file
 from sd_scripts.networks.file_kinds import file_network_module, require_file_fits_model
 from sd_scripts.networks.kinds import NETWORK_TYPES, block_counts, parse_network_args
@@ -189,6 +190,12 @@ def test_sdxl_block_weights_and_dims_follow_sd_scripts_23_blocks(tiny_sdxl):
                        tiny_sdxl.unet)
     with pytest.raises(UserFacingError, match=r"block_dims needs 23 comma-separated values .*\(base, 9 input"):
         create_network(spec("LoRA", 4, "block_dims=" + ",".join(["4"] * 25)), tiny_sdxl.text_encoders, tiny_sdxl.unet)
+    # before the model is known (the trainer's checks), the lists' lengths say the family, consistently
+    options = spec("LoCon", 4, *args).options
+    assert len(block_ranks(options, dim=4, alpha=1.0, conv_dim=2, conv_alpha=None).dims) == 23
+    assert len(block_lr_weights(spec("LoRA", 4, "up_lr_weight=" + ",".join(["1"] * 12)).options)) == 25
+    with pytest.raises(UserFacingError, match="For SDXL models up_lr_weight takes 9"):
+        block_lr_weights(spec("LoRA", 4, "mid_lr_weight=1,1,1", "up_lr_weight=" + ",".join(["1"] * 12)).options)
 
 
 def test_sdxl_network_files_are_told_from_their_names_and_the_other_family_is_refused_in_one_sentence():

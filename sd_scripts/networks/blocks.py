@@ -62,6 +62,8 @@ _SGM_FIRST_BLOCK = {"input_blocks": 1, "middle_block": 1 + SDXL_BLOCK_COUNTS.per
                     "output_blocks": 1 + SDXL_BLOCK_COUNTS.per_side + SDXL_BLOCK_COUNTS.middle}
 _SGM_EDGES = {"lora_unet_time_embed_": 0, "lora_unet_label_emb_": 0, "lora_unet_out_": SDXL_BLOCK_COUNTS.total - 1}
 _LR_WEIGHT_OPTIONS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight")
+_LIST_OPTIONS = _LR_WEIGHT_OPTIONS + ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
+_SDXL_LENGTHS = {SDXL_BLOCK_COUNTS.per_side, SDXL_BLOCK_COUNTS.middle, SDXL_BLOCK_COUNTS.total}
 
 
 def block_index(lora_name: str) -> int | None:
@@ -102,15 +104,26 @@ def preset_weights(text: str, count: int = SD_BLOCK_COUNTS.per_side) -> tuple[fl
     return tuple(value + base for value in curves[word])
 
 
-def block_lr_weights(options: Mapping[str, object], *, is_sdxl: bool = False) -> tuple[float, ...] | None:
+def read_as_sdxl(options: Mapping[str, object], is_sdxl: bool | None) -> bool:
+    """Whether the per-block lists are read with SDXL's counts: the model's family when known; before the model is
+    known (None), the family whose counts the given lists have (SDXL's 9/3/23 are none of SD's 12/1/25), so that the
+    lists are checked against one family now and against the model's when the network is built."""
+    if is_sdxl is not None:
+        return is_sdxl
+    return any(isinstance(value, (tuple, list)) and len(value) in _SDXL_LENGTHS
+               for value in (options.get(name) for name in _LIST_OPTIONS))
+
+
+def block_lr_weights(options: Mapping[str, object], *, is_sdxl: bool | None = None) -> tuple[float, ...] | None:
     """The learning-rate multipliers of the U-Net blocks (25, SDXL 23), None when no weight option is given.
 
     A side or middle not given is 1.0; every weight given that is not above `block_lr_zero_threshold` (default 0)
     becomes 0, so that block is dropped (sd-scripts thresholds only the values given, not the defaults). SDXL's base
-    and out blocks always have weight 1, as in sd-scripts.
+    and out blocks always have weight 1, as in sd-scripts. `is_sdxl` None: see `read_as_sdxl`.
     """
     if all(options.get(name) is None for name in _LR_WEIGHT_OPTIONS):
         return None
+    is_sdxl = read_as_sdxl(options, is_sdxl)
     counts = block_counts(is_sdxl)
     threshold = float(options.get("block_lr_zero_threshold") or 0.0)
 
@@ -159,15 +172,16 @@ def block_ranks(
     alpha: float | None,
     conv_dim: int | None,
     conv_alpha: float | None,
-    is_sdxl: bool = False,
+    is_sdxl: bool | None = None,
 ) -> BlockRanks | None:
     """Each block's ranks as sd-scripts sets them, or None when the network has one dim for all.
 
     Per-block ranks are on when `block_dims` or a learning-rate weight is given. Missing lists default as in
     sd-scripts: `block_dims` to `dim`, `block_alphas` to `alpha` (not to the block's dim), `conv_block_dims` to
     `conv_dim` (no conv LoRA without either), `conv_block_alphas` to `conv_alpha`, else 1. Blocks whose
-    learning-rate weight is 0 get dim 0 and conv dim 0.
+    learning-rate weight is 0 get dim 0 and conv dim 0. `is_sdxl` None (the model not known yet): see `read_as_sdxl`.
     """
+    is_sdxl = read_as_sdxl(options, is_sdxl)
     counts = block_counts(is_sdxl)
     lr_weights = block_lr_weights(options, is_sdxl=is_sdxl)
     if options.get("block_dims") is None and lr_weights is None:
