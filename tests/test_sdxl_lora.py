@@ -198,7 +198,7 @@ def test_sdxl_block_weights_and_dims_follow_sd_scripts_23_blocks(tiny_sdxl):
         block_lr_weights(spec("LoRA", 4, "mid_lr_weight=1,1,1", "up_lr_weight=" + ",".join(["1"] * 12)).options)
 
 
-def test_sdxl_network_files_are_told_from_their_names_and_the_other_family_is_refused_in_one_sentence():
+def test_sdxl_network_files_are_told_from_their_names_and_the_other_family_is_refused_in_one_sentence(tiny_sdxl):
     sdxl_keys = ["lora_unet_input_blocks_4_1_proj_in.lora_down.weight", "lora_te1_text_model_x.alpha"]
     sd_keys = ["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "lora_te_text_model_x.alpha"]
     with pytest.raises(UserFacingError, match="^style.safetensors was made for SDXL models but the base model is "
@@ -207,6 +207,8 @@ def test_sdxl_network_files_are_told_from_their_names_and_the_other_family_is_re
     with pytest.raises(UserFacingError, match="was made for SD 1.x/2.x models but the base model is SDXL"):
         require_file_fits_model("old.safetensors", sd_keys, {}, model_is_sdxl=True)
     require_file_fits_model("style.safetensors", sdxl_keys, {}, model_is_sdxl=True)
+    with pytest.raises(UserFacingError, match="^The network file was made for SD 1.x/2.x models but the base model"):
+        network_from_file({key: torch.zeros(1, 4) for key in sd_keys}, tiny_sdxl.text_encoders, tiny_sdxl.unet)
     require_file_fits_model("old.safetensors", sd_keys, {"ss_base_model_version": "sdxl_base_v1-0"},
                             model_is_sdxl=False)  # the names say more than the metadata
     # kohya's LoRA never trains SDXL's conv_in (input_blocks_0_0) or out.2: LyCORIS' LoCon does

@@ -15,7 +15,7 @@ from torch import nn
 from sd_scripts.args import TrainArgs
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.base import Network, NetworkSpec, TextEncoders
-from sd_scripts.networks.file_kinds import file_network_module
+from sd_scripts.networks.file_kinds import file_network_module, require_file_fits_model
 from sd_scripts.networks.kinds import KOHYA_DYLORA_MODULE, KOHYA_LORA_MODULE, LYCORIS_MODULE
 from sd_scripts.networks.kinds import network_type_of, parse_network_args
 from sd_scripts.networks.sgm_names import TEXT_ENCODER_PREFIX, UNET_PREFIX
@@ -68,18 +68,22 @@ def network_from_file(
     train_unet: bool = True,
     train_text_encoder: bool = True,
 ) -> Network:
-    """A network shaped and filled as a saved file says (its own kind, ranks and alphas), not yet applied.
+    """A network shaped and filled as a saved file says (its own kind, ranks and alphas), not yet applied; a file
+    made for the other family (SDXL, SD 1.x/2.x) than the U-Net's is refused in one sentence.
 
     `block_lr_options` (the typed options of the current settings) give a kohya LoRA read from a file the
     current run's per-block learning-rate weights, as sd-scripts does with dim_from_weights. Without
     `train_unet` / `train_text_encoder` the file's layers of that part are left out, so they are neither trained
     nor saved, as sd-scripts' `apply_to(text_encoder, unet, apply_text_encoder, apply_unet)` drops them.
     """
+    from sd_scripts.networks.lora import is_sdxl_unet
+
     if isinstance(weights, Mapping):
-        state_dict, metadata = dict(weights), dict(metadata or {})
+        state_dict, metadata, name = dict(weights), dict(metadata or {}), "The network file"
     else:
-        state_dict, metadata = load_lora_file(weights)
+        (state_dict, metadata), name = load_lora_file(weights), Path(weights).name
     module = file_network_module(state_dict, metadata)
+    require_file_fits_model(name, state_dict, metadata, model_is_sdxl=is_sdxl_unet(unet))
     kept = _parts_of(state_dict, unet=train_unet, text_encoder=train_text_encoder)
     network = _network_class(module).from_weights(text_encoder, unet, kept, multiplier=multiplier, metadata=metadata)
     if block_lr_options and module == KOHYA_LORA_MODULE:
