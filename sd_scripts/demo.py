@@ -1,4 +1,4 @@
-"""The demo: a tiny model with the real SD1.5 block layout and a small dataset of drawn shapes, built
+"""The demo: a tiny model with the real SD1.5 (or SDXL) block layout and a small dataset of drawn shapes, built
 deterministically (same bytes every time) in well under a minute, and reused when already built.
 
 The model has SD1.5's exact module names (so every kohya LoRA key matches real SD1.5) at tiny widths: UNet
@@ -6,6 +6,7 @@ The model has SD1.5's exact module names (so every kohya LoRA key matches real S
 channels (factor 8: 64 px images -> 8x8 latents); a 2-layer, 32-wide CLIP text encoder with the real 49,408-token
 vocabulary. Its weights are pre-trained here for a few seconds (see `sd_scripts.demo_pretraining`): the VAE
 reconstructs drawings and the UNet draws stripes, so the demo LoRA, trained on shapes, shows a visible change.
+The SDXL demo (`tiny_sdxl_model`) is built and pre-trained the same way, on the same images and prompts.
 
 Heavy libraries are imported inside the functions, so importing this module stays cheap.
 """
@@ -42,16 +43,21 @@ SAMPLE_PROMPTS = (
 
 @dataclass(frozen=True)
 class DemoPaths:
-    model: Path  # single-file SD1.5-layout .safetensors
+    model: Path  # single-file .safetensors of the SD1.5 or SDXL layout
     images: Path  # train_data_dir: holds the `10_shapes/` folder of images and .txt captions
     prompts: Path  # sample prompts, one per line, sd-scripts' `--w/--h/--s/--l/--d` options
 
 
-def build_demo(root: str | os.PathLike) -> DemoPaths:
-    """Build the demo under `root`, or reuse it when its marker says every file is the current version."""
+DEMO_FAMILIES = {"sd15": ("tiny_sd15.safetensors", "demo.json"), "sdxl": ("tiny_sdxl.safetensors", "demo_sdxl.json")}
+
+
+def build_demo(root: str | os.PathLike, family: str = "sd15") -> DemoPaths:
+    """Build the demo of `family` ("sd15" or "sdxl") under `root`, or reuse it when its marker says every file is
+    the current version. Both families can share a root: the images and prompts are the same."""
     root = Path(root)
-    paths = DemoPaths(model=root / "tiny_sd15.safetensors", images=root / "images", prompts=root / "prompts.txt")
-    marker = root / "demo.json"
+    model_name, marker_name = DEMO_FAMILIES[family]
+    paths = DemoPaths(model=root / model_name, images=root / "images", prompts=root / "prompts.txt")
+    marker = root / marker_name
     if _is_current(marker, root):
         return paths
     root.mkdir(parents=True, exist_ok=True)
@@ -61,7 +67,7 @@ def build_demo(root: str | os.PathLike) -> DemoPaths:
     from sd_scripts.demo_pretraining import pretrain_demo_model
     from sd_scripts.models import save_ldm_checkpoint
 
-    model = tiny_sd15_model()
+    model = tiny_sdxl_model() if family == "sdxl" else tiny_sd15_model()
     pretrain_demo_model(model)
     save_ldm_checkpoint(model, paths.model, overwrite=True)
     written.append(paths.model)
@@ -212,6 +218,10 @@ def _sha256(path: Path) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace the file in one step; a file that already holds these bytes is left untouched (the other family's
+    demo in the same folder shares the images and prompts)."""
+    if path.is_file() and path.read_bytes() == data:
+        return
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)

@@ -10,8 +10,10 @@ when the demo is built, give it the two things a before/after comparison needs:
    is normalised on its own, which hides absolute colours from it; with a shared background it learns the background
    and the shapes' outlines in these few steps, while the shapes' own colours still come out as one dark hue.
 2. The UNet learns, as a base model, a style that is NOT the demo's: stripes of one colour on the light background,
-   captioned "red stripes", "blue stripes", ... The text encoder stays as initialised; captions are dropped now and
-   then so that the empty prompt of classifier-free guidance means "any stripes".
+   captioned "red stripes", "blue stripes", ... The text encoders stay as initialised; captions are dropped now and
+   then so that the empty prompt of classifier-free guidance means "any stripes". An SDXL U-Net gets SDXL's
+   conditioning as the trainer computes it (text_encoding.py): both encoders' states, the pooled embedding, and the
+   size/crop ids of an uncropped 64 px image.
 
 The demo LoRA, trained on single shapes captioned "shpz, a red circle", then visibly turns the base model's stripes
 into shapes. Everything here is seeded and runs with a fixed thread count and torch's deterministic algorithms, so
@@ -30,7 +32,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sd_scripts.demo import BACKGROUND, COLOURS, IMAGE_SIZE, SHAPES, draw_shape
-from sd_scripts.models import encode_tokens, tokenize
+from sd_scripts.models.text_encoding import encode_sdxl_tokens, encode_tokens, sdxl_time_ids, tokenize
 from sd_scripts.training.noise import make_noise_scheduler
 
 if TYPE_CHECKING:
@@ -66,7 +68,7 @@ def pretrain_demo_model(model: BaseModel, seed: int = 0) -> None:
 
         stripes = [draw_stripes(rng) for _ in range(BASE_IMAGES)]
         train_base_unet(model, to_pixels([image for image, _ in stripes]), [caption for _, caption in stripes], generator)
-    for module in (model.vae, model.unet, model.text_encoder):
+    for module in (model.vae, model.unet, *model.text_encoders):
         module.requires_grad_(False).eval()
 
 
@@ -143,25 +145,39 @@ def calibrate_latents(vae: AutoencoderKL, pixels: torch.Tensor) -> None:
 
 
 def train_base_unet(model: BaseModel, pixels: torch.Tensor, captions: list[str], generator: torch.Generator) -> None:
-    """Epsilon-prediction training of the UNet on the stripes, with SD's noise schedule and a frozen text encoder."""
+    """Epsilon-prediction training of the UNet on the stripes, with SD's noise schedule and frozen text encoders."""
     unet: UNet2DConditionModel = model.unet
     with torch.no_grad():
         latents = model.vae.encode(pixels).latent_dist.mean * model.vae.config.scaling_factor
-        ids = tokenize(model.tokenizer, captions + [""], None, v2=False)
-        contexts = encode_tokens(model.text_encoder, ids, clip_skip=None, max_token_length=None, v2=False)
-    captioned, empty = contexts[:-1], contexts[-1:]
+        contexts, pooled = encode_captions(model, captions + [""])
     scheduler = make_noise_scheduler(v_parameterization=False)
     unet.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=UNET_LEARNING_RATE, weight_decay=0.0)
     for _ in range(UNET_STEPS):
         chosen = torch.randint(0, len(latents), (UNET_BATCH,), generator=generator)
         dropped = torch.rand(UNET_BATCH, generator=generator) < CAPTION_DROPOUT
-        context = torch.where(dropped[:, None, None], empty, captioned[chosen])
+        context = torch.where(dropped[:, None, None], contexts[-1:], contexts[chosen])
         noise = torch.randn(latents[chosen].shape, generator=generator)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (UNET_BATCH,), generator=generator)
         noisy = scheduler.add_noise(latents[chosen], noise, timesteps)
-        loss = torch.nn.functional.mse_loss(unet(noisy, timesteps, context).sample, noise)
+        added = {}
+        if pooled is not None:
+            size = torch.tensor([[IMAGE_SIZE, IMAGE_SIZE]] * UNET_BATCH, dtype=torch.float32)
+            added["added_cond_kwargs"] = {
+                "text_embeds": torch.where(dropped[:, None], pooled[-1:], pooled[chosen]),
+                "time_ids": sdxl_time_ids(size, torch.zeros_like(size), size),
+            }
+        loss = torch.nn.functional.mse_loss(unet(noisy, timesteps, context, **added).sample, noise)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     unet.eval().requires_grad_(False)
+
+
+def encode_captions(model: BaseModel, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The U-Net's context for each caption, and for SDXL the pooled embedding (None otherwise)."""
+    ids = tokenize(model.tokenizer, captions, None, v2=model.v2)
+    if not model.is_sdxl:
+        return encode_tokens(model.text_encoder, ids, clip_skip=None, max_token_length=None, v2=model.v2), None
+    ids_2 = tokenize(model.tokenizer_2, captions, None, v2=True)  # "!"-padded, as SD2's
+    return encode_sdxl_tokens(model.text_encoder, model.text_encoder_2, ids, ids_2, max_token_length=None)

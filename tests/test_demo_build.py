@@ -1,4 +1,4 @@
-"""The demo model and dataset: deterministic bytes, reused untouched when current, rebuilt when not."""
+"""The demo models (SD1.5 and SDXL) and dataset: deterministic bytes, reused untouched when current, rebuilt when not."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import shutil
 from PIL import Image
 from test_demo_fixtures import all_bytes
 
+from sd_scripts import demo_pretraining
 from sd_scripts.demo import IMAGE_COUNT, REPEATS_FOLDER, TRIGGER_WORD, build_demo
-from sd_scripts.models import SD_V1, load_base_model
+from sd_scripts.models import SD_V1, SDXL, load_base_model
 
 
 def test_demo_is_the_same_bytes_every_time_and_reused_untouched(demo, tmp_path):
@@ -52,3 +53,25 @@ def test_demo_model_has_the_sd15_block_layout(demo):
     assert model.vae.config.block_out_channels == [32, 32, 32, 32]  # 4 blocks: 64 px -> 8x8 latents
     assert model.text_encoder.config.num_attention_heads == 4
     assert model.text_encoder.config.hidden_act == "quick_gelu"
+
+
+def test_the_sdxl_demo_is_deterministic_loads_as_sdxl_and_shares_a_root_with_sd15(demo, tmp_path, monkeypatch):
+    # the pre-training's length does not change its code path: 2 steps each, on one thread (two threads wait on each
+    # other on a busy machine), keep this test to seconds
+    monkeypatch.setattr(demo_pretraining, "VAE_STEPS", 2)
+    monkeypatch.setattr(demo_pretraining, "UNET_STEPS", 2)
+    monkeypatch.setattr(demo_pretraining, "PRETRAINING_THREADS", 1)
+    root = tmp_path / "shared"
+    shutil.copytree(demo.model.parent, root)
+    sd15_before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    paths = build_demo(root, family="sdxl")
+    assert (paths.model, paths.images) == (root / "tiny_sdxl.safetensors", root / "images")
+    assert {p: p.stat().st_mtime_ns for p in sd15_before} == sd15_before  # the SD1.5 demo is untouched...
+    assert build_demo(root).model == root / "tiny_sd15.safetensors"
+    assert {p: p.stat().st_mtime_ns for p in sd15_before} == sd15_before  # ...and still current
+    assert build_demo(tmp_path / "alone", family="sdxl").model.read_bytes() == paths.model.read_bytes()
+
+    model = load_base_model(paths.model)
+    assert (model.version, model.is_sdxl, model.notes) == (SDXL, True, [])
+    assert model.vae.config.block_out_channels == [32, 32, 32, 32]  # 64 px -> 8x8 latents, as the SD1.5 demo
+    assert [type(b).__name__ for b in model.unet.down_blocks] == ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]
