@@ -176,6 +176,13 @@ def test_min_and_max_bucket_reso_are_rounded_to_the_steps_with_a_warning(tmp_pat
     assert sum("rounded" in warning for warning in plan.warnings) == 2
 
 
+def test_a_smallest_bucket_below_one_step_is_refused(tmp_path):
+    """Rounded down it would be 0 and no bucket could be listed (it used to end in a ZeroDivisionError)."""
+    write_folder(tmp_path / "1_a", [(64, 64)])
+    with pytest.raises(UserFacingError, match="smallest bucket size 32 is below the bucket step 64"):
+        scan_dataset(settings_for(tmp_path, resolution=(64, 64), enable_bucket=True, min_bucket_reso=32))
+
+
 # --- bad inputs -------------------------------------------------------------------------------------------------
 
 

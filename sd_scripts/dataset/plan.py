@@ -200,6 +200,9 @@ def _checked_params(params: DatasetParams, warnings: list[str]) -> DatasetParams
     if steps < 8 or steps % 8:
         raise UserFacingError(f"The bucket step {steps} is not a multiple of 8; use 64 (or 32, 16, 8).")
     min_reso, max_reso = params.min_bucket_reso, params.max_bucket_reso
+    if min_reso < steps:  # rounded down to a multiple of the step it would be 0: no bucket could be listed
+        raise UserFacingError(f"The smallest bucket size {min_reso} is below the bucket step {steps}; "
+                              f"set it to {steps} or more.")
     if min_reso % steps:
         min_reso -= min_reso % steps
         warnings.append(
