@@ -139,6 +139,11 @@ network_alpha = 2
     assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
     assert metadata["modelspec.prediction_type"] == "epsilon"
     assert metadata["ss_max_token_length"] == "150"
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "out" / "from_toml.safetensors")
+    for part in ("lora_te1_", "lora_te2_", "lora_unet_"):  # lora_up starts at zero: every part has learned
+        assert any(weights[key].abs().sum() > 0 for key in weights if key.startswith(part) and "lora_up" in key)
 
 
 def sd_scripts_zero_terminal_snr_betas() -> torch.Tensor:
