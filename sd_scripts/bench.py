@@ -215,10 +215,13 @@ def run_benchmark(
     if cache_text_encoder_outputs:
         with torch.no_grad():
             cached_conditioning = conditioning()
-        if device.type == "cuda":
-            for text_encoder in base.text_encoders:
-                text_encoder.to("cpu")
-            torch.cuda.empty_cache()
+    # On a GPU the trainer keeps in RAM what the steps no longer use: the VAE with cached latents, the text
+    # encoders with cached outputs.
+    if device.type == "cuda":
+        parked = ([base.vae] if cache_latents else []) + (base.text_encoders if cache_text_encoder_outputs else [])
+        for module in parked:
+            module.to("cpu")
+        torch.cuda.empty_cache()
 
     def one_step() -> None:
         with torch.no_grad():

@@ -154,9 +154,11 @@ class TrainingSession:
         )
         self.noise_generator = torch.Generator("cpu").manual_seed(args.seed)
         self.latent_cache = None
+        self.parked: list[torch.nn.Module] = []  # modules the steps no longer need, waiting in RAM for samples
         if args.cache_latents or args.cache_latents_to_disk:
             self.latent_cache = cache_latents(self.plan, self.encode_pixels, to_disk=args.cache_latents_to_disk,
                                               vae_batch_size=args.vae_batch_size, sdxl=self.model.is_sdxl)
+            self.park([self.model.vae])  # as sd-scripts moves the VAE to the CPU after caching latents
         self.text_encoder_cache = self.cache_text_encoder_outputs() if caches_text_encoder_outputs(args) else None
         self.batches = BatchLoader(self.plan, self.latent_cache, num_workers=args.max_data_loader_n_workers,
                                    persistent_workers=args.persistent_data_loader_workers,
@@ -257,15 +259,17 @@ class TrainingSession:
             base_model=Path(args.pretrained_model_name_or_path).name, token_length=(args.max_token_length or 75) + 2,
             batch_size=args.train_batch_size,  # sd-scripts encodes them a dataset batch at a time
         )
-        if self.device.type == "cuda":
-            self.move_text_encoders("cpu")
+        self.park(self.model.text_encoders)
         return cache
 
-    def move_text_encoders(self, device: torch.device | str) -> None:
-        for text_encoder in self.model.text_encoders:
-            text_encoder.to(device)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+    def park(self, modules: list[torch.nn.Module]) -> None:
+        """On a GPU, move modules the steps no longer need to RAM (samples fetch them back for a moment)."""
+        if self.device.type != "cuda":
+            return
+        for module in modules:
+            module.to("cpu")
+            self.parked.append(module)
+        torch.cuda.empty_cache()
 
     def build_optimizer_and_schedule(self) -> None:
         args = self.args
@@ -527,9 +531,8 @@ class TrainingSession:
         args = self.args
         self.network.eval()  # samples show the whole network: full rank, no dropout
         self.optimizer.eval()  # and, with a schedule-free optimizer, its averaged weights
-        waiting = self.text_encoder_cache is not None and self.device.type == "cuda"
-        if waiting:  # the cached run keeps its text encoders in RAM between samples
-            self.move_text_encoders(self.device)
+        for module in self.parked:
+            module.to(self.device)
         try:
             made = generate_samples(
                 self.sample_prompts,
@@ -553,8 +556,10 @@ class TrainingSession:
                 file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
             )
         finally:
-            if waiting:
-                self.move_text_encoders("cpu")
+            for module in self.parked:
+                module.to("cpu")
+            if self.parked:
+                torch.cuda.empty_cache()
         self.network.train()
         self.optimizer.train()
         for prompt_index, (path, prompt) in enumerate(made):
