@@ -69,7 +69,7 @@ def train_config(config: TrainConfig, asker: Asker | None = None, *,
 def run_demo(output_folder: str | None = None, family: str = "sd15") -> TrainResult:
     """Build the demo model of `family` ("sd15" or "sdxl") and its images (once), then train the demo LoRA into a
     new folder and say where it is. The SDXL demo trains with the settings the wizard gives an SDXL model (U-Net only,
-    cached text-encoder outputs, gradient checkpointing), at the demo's small size.
+    cached text-encoder outputs), at the demo's small size.
 
     With a display the progress window shows the run (and the console its bar); without one it runs in the terminal.
     """
