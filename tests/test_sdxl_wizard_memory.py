@@ -1,5 +1,5 @@
 """The pre-flight memory estimate for SDXL: its constants are SDXL's real sizes, recounted here from the shipped
-configuration, and the run sd-scripts documents for an 8 GB GPU comes out near 8 GB while a heavier one needs more.
+configuration, and the run sd-scripts documents for an 8 GB GPU comes out at most 8 GB while a heavier one needs more.
 
 The real U-Net is built on the meta device (shapes only, no memory, a few seconds), once for the module.
 """
@@ -39,7 +39,7 @@ def meta_unet():
         return UNet2DConditionModel.from_config(config)
 
 
-def test_the_documented_8gb_run_is_estimated_near_8gb_from_sdxl_s_own_sizes():
+def test_the_documented_8gb_run_is_estimated_within_8gb_from_sdxl_s_own_sizes():
     for precision in ("fp16", "bf16"):
         estimate = estimate_training_memory(replace(DOCUMENTED_8GB, mixed_precision=precision), SDXL)
         # only the U-Net stays on the GPU, in 2 bytes: the text encoders left after caching, the VAE too
@@ -47,7 +47,7 @@ def test_the_documented_8gb_run_is_estimated_near_8gb_from_sdxl_s_own_sizes():
         # dim 8 over sd-scripts' U-Net targets: 8 x 2,659,840 parameters x (fp32 weight, fp32 gradient, 2 x 8 bit)
         assert estimate.lora_training_gb == pytest.approx(8 * 2_659_840 * 10 / GB)
         assert estimate.activations_gb < 1.0
-        assert abs(estimate.total_gb - 8) <= ESTIMATE_ACCURACY * 8
+        assert (1 - ESTIMATE_ACCURACY) * 8 <= estimate.total_gb <= 8  # sd-scripts: "can be done with 8GB"
 
 
 def test_a_run_without_checkpointing_at_batch_4_needs_much_more():
