@@ -645,10 +645,12 @@ def field_named(name: str) -> Field:
 def check_value(field: Field, value: Any) -> Any:
     """Return `value` as stored for `field`, or raise ConfigError naming the key, the value and the expectation.
 
-    Only lossless normalisations happen: an int where a float is expected becomes a float, a choice in the
-    wrong letter case takes the declared spelling, dict values that are numbers or booleans become text (the
-    optimizer reads `name=value` texts), a tuple becomes a list.
+    Only lossless normalisations happen: a blank text (not a path) where the field may be unset is unset, an int
+    where a float is expected becomes a float, a choice in the wrong letter case takes the declared spelling, dict
+    values that are numbers or booleans become text (the optimizer reads `name=value` texts), a tuple becomes a list.
     """
+    if field.type is str and field.path is None and field.nullable and isinstance(value, str) and not value.strip():
+        value = None  # a blank text is "not set", as a saved JSON reads it back
     if value is None:
         if field.nullable:
             return None

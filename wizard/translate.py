@@ -88,7 +88,7 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "random_crop": c("random_crop"),
         "cache_latents": c("cache_latents"),
         "cache_latents_to_disk": c("cache_latents_to_disk"),
-        "cache_text_encoder_outputs": c("cache_text_encoder_outputs"),
+        "cache_text_encoder_outputs": c("cache_text_encoder_outputs") or c("cache_text_encoder_outputs_to_disk"),
         "cache_text_encoder_outputs_to_disk": c("cache_text_encoder_outputs_to_disk"),
         "vae_batch_size": 1,
         "prior_loss_weight": c("prior_loss_weight"),

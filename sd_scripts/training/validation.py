@@ -61,7 +61,8 @@ def validate_args(args: TrainArgs) -> None:
         if value is not None and value < 0:
             raise UserFacingError(f"{name} is {value}; it must be 0 (do not train that part) or more.")
     if args.network_train_unet_only and args.network_train_text_encoder_only:
-        raise UserFacingError("Training only the U-Net and only the text encoder at once is impossible; choose one.")
+        raise UserFacingError("network_train_unet_only and network_train_text_encoder_only are both set: training "
+                              "only the U-Net and only the text encoder at once is impossible; choose one.")
     _check_optimizer(args, options)
     if args.cache_latents or args.cache_latents_to_disk:
         if args.color_aug:
@@ -178,7 +179,10 @@ def _trained_learning_rates(args: TrainArgs, network_options: dict) -> set[float
 
 def _check_weights_fit_network(args: TrainArgs) -> None:
     """A LoRA to continue from must be of the network type being trained, unless its own shape is taken."""
-    keys, metadata = read_file_keys(args.network_weights)
+    try:
+        keys, metadata = read_file_keys(args.network_weights)
+    except UserFacingError as unreadable:
+        raise UserFacingError(f"The LoRA to continue from (network_weights) cannot be used: {unreadable}") from None
     module = file_network_module(keys, metadata)
     algo = file_lycoris_algo(keys) if module == LYCORIS_MODULE else None
     kind = network_type_of(args.network_module, args.network_args)
