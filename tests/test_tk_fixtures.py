@@ -79,6 +79,8 @@ class ScreenReader:
                 window = str(int(call("wm", "frame", path), 16))
                 seen = OnScreen(title, path, window, call("winfo", "width", path), call("winfo", "height", path))
                 self._read(path, seen)
+                if seen.row_order and not seen.rows:
+                    return None  # mapped, but the summary table has not drawn its rows yet: look again next tick
                 focused = str(call("focus", "-displayof", path))
                 if focused and call("winfo", "exists", focused) and call("winfo", "class", focused) == "TButton":
                     seen.focused = str(call(focused, "cget", "-text"))
