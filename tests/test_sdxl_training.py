@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
+from network_tables import sgm_file_weight
 from test_dataset_fixtures import settings_for, write_folder
 
 from sd_scripts.args import TrainArgs
@@ -100,7 +101,7 @@ def test_v_prediction_single_file_with_cached_text_encoder_outputs(tiny_sdxl, im
 
 
 def test_config_file_trains_a_diffusers_folder_with_both_text_encoders(tiny_sdxl_files, images, tmp_path):
-    _, folder = tiny_sdxl_files
+    single_file, folder = tiny_sdxl_files
     config = tmp_path / "run.toml"
     config.write_text(f"""
 [model_arguments]
@@ -144,6 +145,14 @@ network_alpha = 2
     weights = load_file(tmp_path / "out" / "from_toml.safetensors")
     for part in ("lora_te1_", "lora_te2_", "lora_unet_"):  # lora_up starts at zero: every part has learned
         assert any(weights[key].abs().sum() > 0 for key in weights if key.startswith(part) and "lora_up" in key)
+    # every layer lands on a tensor of the same model's SGM single file, as A1111 and ComfyUI map SDXL LoRAs
+    with safe_open(str(single_file), framework="pt") as model:
+        shapes = {key: tuple(model.get_slice(key).get_shape()) for key in model.keys()}
+    for key in weights:
+        if key.endswith(".lora_down.weight"):
+            name = key.removesuffix(".lora_down.weight")
+            _, delta_shape = sgm_file_weight(name, shapes)
+            assert (weights[f"{name}.lora_up.weight"].shape[0], weights[key].shape[1]) == delta_shape[:2], name
 
 
 def sd_scripts_zero_terminal_snr_betas() -> torch.Tensor:
