@@ -86,13 +86,7 @@ def walk(
                 error = problem
                 continue
         else:
-            problem = _problem_with(question, answer, config)
-            if problem is None:
-                try:
-                    _store(question, answer, config)
-                except ConfigError as wrong:
-                    problem = wrong.message
-                    _restore(config, before)
+            problem = _answer(question, answer, config)
             if problem is not None:
                 error = problem
                 continue
@@ -163,15 +157,8 @@ def fill_dropped_path(flow: Sequence[Question], config: TrainConfig, asker: Aske
         asker.info(field.label, f"{field.label} is not used with your other answers, so the dropped path was not "
                                 f"taken; edit the setting it depends on first.")
         return
-    before = config.copy()
     hidden_before = {other.id for other in flow if not other.when(config)}
-    problem = _problem_with(question, path, config)
-    if problem is None:
-        try:
-            _store(question, path, config)
-        except ConfigError as wrong:
-            problem = wrong.message
-            _restore(config, before)
+    problem = _answer(question, path, config)
     if problem is not None:
         asker.error(field.label, problem)
         return
@@ -243,6 +230,21 @@ def _problem_with(question: Question, answer: Any, config: TrainConfig) -> str |
         return f"Choose one of: {', '.join(question.choices)}."
     if question.validate is not None:
         return question.validate(answer, config)
+    return None
+
+
+def _answer(question: Question, answer: Any, config: TrainConfig) -> str | None:
+    """Check `answer` and store it; the sentence saying what is wrong (and the config untouched) when it does not
+    fit the question or its fields."""
+    problem = _problem_with(question, answer, config)
+    if problem is not None:
+        return problem
+    before = config.copy()
+    try:
+        _store(question, answer, config)
+    except ConfigError as wrong:
+        _restore(config, before)
+        return wrong.message
     return None
 
 
