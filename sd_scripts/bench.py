@@ -67,43 +67,16 @@ class BenchResult:
 def random_model(name: str):
     """A BaseModel with random weights: SD1.5's or SDXL's shipped configs, or the demos' tiny widths."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from sd_scripts.demo import tiny_sd15_model, tiny_sdxl_model
-    from sd_scripts.models import SD_V1, SDXL, BaseModel
-    from sd_scripts.models.shipped_assets import component_config
-    from sd_scripts.models.tokenizers import load_sdxl_tokenizers, load_tokenizer
+    from sd_scripts.models import SD_V1, SDXL, model_from_shipped_configs
 
     if name == "tiny":
         return tiny_sd15_model()
     if name == "tiny-sdxl":
         return tiny_sdxl_model()
     torch.manual_seed(0)
-    if name == "sdxl":
-        tokenizer, tokenizer_2 = load_sdxl_tokenizers()
-        return BaseModel(
-            unet=UNet2DConditionModel.from_config(component_config(SDXL, "unet")),
-            vae=AutoencoderKL.from_config(component_config(SDXL, "vae")),
-            text_encoder=CLIPTextModel(CLIPTextConfig(**component_config(SDXL, "text_encoder"))),
-            tokenizer=tokenizer,
-            version=SDXL,
-            v2=False,
-            v_parameterization=False,
-            path="",
-            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**component_config(SDXL, "text_encoder_2"))),
-            tokenizer_2=tokenizer_2,
-        )
-    return BaseModel(
-        unet=UNet2DConditionModel.from_config(component_config(SD_V1, "unet")),
-        vae=AutoencoderKL.from_config(component_config(SD_V1, "vae")),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**component_config(SD_V1, "text_encoder"))),
-        tokenizer=load_tokenizer(v2=False),
-        version=SD_V1,
-        v2=False,
-        v_parameterization=False,
-        path="",
-    )
+    return model_from_shipped_configs(SDXL if name == "sdxl" else SD_V1)
 
 
 def network_spec(network: str, *, dim: int = 4, alpha: float = 1.0, network_args: Sequence[str] = (),

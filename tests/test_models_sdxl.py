@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import init_empty_weights
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.models import SDXL, BaseModel, load_base_model, read_model_family, save_ldm_checkpoint
+from sd_scripts.models import (SDXL, BaseModel, load_base_model, model_from_shipped_configs, read_model_family,
+                               save_ldm_checkpoint)
 from sd_scripts.models.architecture import text_encoder_config, unet_config
 from sd_scripts.models.checkpoint_header import NOT_A_BASE_MODEL, family_from_keys
 from sd_scripts.models.ldm_export import ldm_state_dict
@@ -172,17 +171,7 @@ def test_an_sdxl_refiner_folder_is_refused(tiny_sdxl_files, tmp_path):
 def real_size_sdxl_shapes() -> dict[str, tuple[int, ...]]:
     """SDXL base's tensor names and shapes, from modules built on the meta device from its real configs."""
     with init_empty_weights():
-        model = BaseModel(
-            unet=UNet2DConditionModel.from_config(component_config(SDXL, "unet")),
-            vae=AutoencoderKL.from_config(component_config(SDXL, "vae")),
-            text_encoder=CLIPTextModel(CLIPTextConfig(**component_config(SDXL, "text_encoder"))),
-            tokenizer=None,
-            version=SDXL,
-            v2=False,
-            v_parameterization=False,
-            path="",
-            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**component_config(SDXL, "text_encoder_2"))),
-        )
+        model = model_from_shipped_configs(SDXL)
     return {key: tuple(tensor.shape) for key, tensor in ldm_state_dict(model).items()}
 
 

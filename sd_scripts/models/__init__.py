@@ -22,6 +22,7 @@ _HOMES = {
     "save_ldm_checkpoint": "ldm_export",
     "load_base_model": "loading",
     "load_vae": "loading",
+    "model_from_shipped_configs": "loading",
     "encode_tokens": "text_encoding",
     "tokenize": "text_encoding",
 }

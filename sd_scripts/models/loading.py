@@ -124,3 +124,26 @@ def load_vae(path: str | os.PathLike) -> AutoencoderKL:
         num_blocks = len({key.split(".")[2] for key in tensors if key.startswith("encoder.down_blocks.")})
         return vae_from_ldm(vae_to_ldm(tensors, num_blocks, prefix=""), prefix="")
     raise UserFacingError(f"{path.name} is not a VAE; choose a Stable Diffusion VAE file (.safetensors or .ckpt).")
+
+
+def model_from_shipped_configs(version: str) -> BaseModel:
+    """A model of the family `version` (SD_V1 or SDXL) with random weights, built from the shipped configs: for
+    benchmarks where no checkpoint is at hand, or, under accelerate's init_empty_weights, for real shapes only."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    sdxl = version == SDXL
+    tokenizer, tokenizer_2 = load_sdxl_tokenizers() if sdxl else (load_tokenizer(False), None)
+    return BaseModel(
+        unet=UNet2DConditionModel.from_config(component_config(version, "unet")),
+        vae=AutoencoderKL.from_config(component_config(version, "vae")),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**component_config(version, "text_encoder"))),
+        tokenizer=tokenizer,
+        version=version,
+        v2=False,
+        v_parameterization=False,
+        path="",
+        text_encoder_2=(CLIPTextModelWithProjection(CLIPTextConfig(**component_config(version, "text_encoder_2")))
+                        if sdxl else None),
+        tokenizer_2=tokenizer_2,
+    )
