@@ -14,10 +14,14 @@ import pytest  # noqa: E402  (after the environment is set, before anything impo
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    """The demo model and images, built once per test session: building pre-trains the tiny model (~25 s)."""
+    """The demo model and images, built once per test session: building pre-trains the tiny model (~55 s).
+
+    WIZARD_TEST_DEMO_ROOT names a folder to keep the built demo between sessions while developing (build_demo
+    reuses it only when every file's hash matches its marker); CI leaves it unset and builds afresh."""
     from sd_scripts.demo import build_demo
 
-    return build_demo(tmp_path_factory.mktemp("demo") / "a")
+    kept = os.environ.get("WIZARD_TEST_DEMO_ROOT")
+    return build_demo(kept if kept else tmp_path_factory.mktemp("demo") / "a")
 
 
 @pytest.fixture(scope="session")
