@@ -483,6 +483,7 @@ class TrainingSession:
             steps=step,
             epochs=epoch,
             notes=self.notes,
+            resume_state=str(OutputNames.state_dir(path)),
         )
 
     # --- saving and samples -------------------------------------------------------------------------------------

@@ -14,3 +14,4 @@ class TrainResult:
     steps: int = 0  # optimizer steps done, counting those before a resume
     epochs: int = 0  # epochs reached
     notes: list[str] = field(default_factory=list)  # what the trainer decided on the user's behalf
+    resume_state: str | None = None  # a stopped run: the state folder it continues from (the queue records it)
