@@ -4,15 +4,22 @@ sd-scripts lists (bucket, batch number) pairs, every batch drawn from one bucket
 images inside every bucket with `random.seed(seed + epoch)`. It shuffles in place once when the dataset is built
 (epoch 0) and again at the start of each epoch, so the order of epoch `e` is the result of the shuffles for 0, 1, ...,
 e applied one after the other; `epoch_batches` replays them, which makes any epoch reproducible on its own (resume).
+
+With several processes (data parallel), `process_share` deals that one epoch order out as accelerate shards
+sd-scripts' DataLoader of whole batches.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sd_scripts.dataset.plan import DatasetPlan
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,3 +64,17 @@ def epoch_batches(plan: DatasetPlan, epoch: int) -> list[BatchSpec]:
         BatchSpec(index=index, dataset_index=dataset_index, resolution=resolution, images=images)
         for index, (dataset_index, resolution, images) in enumerate(chosen)
     ]
+
+
+def process_rounds(batches: Sequence[T], num_processes: int) -> list[tuple[T, ...]]:
+    """The epoch's batches in rounds of one per process; process k trains the k-th batch of every round.
+
+    This is accelerate's sharding of sd-scripts' DataLoader (one item = one whole batch; `even_batches`): round
+    robin, with the last round filled up with the epoch's first batches, so every process takes ceil(n / N) batches
+    and sd-scripts' `ceil(len(train_dataloader) / num_processes / gradient_accumulation_steps)` steps per epoch.
+    """
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be 1 or more, got {num_processes}")
+    rounds = math.ceil(len(batches) / num_processes)
+    padded = [batches[index % len(batches)] for index in range(rounds * num_processes)]
+    return [tuple(padded[start : start + num_processes]) for start in range(0, len(padded), num_processes)]

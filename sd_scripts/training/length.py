@@ -10,17 +10,25 @@ from sd_scripts.errors import UserFacingError
 
 @dataclass(frozen=True)
 class RunLength:
-    batches_per_epoch: int  # data batches (micro-batches) per epoch
+    batches_per_epoch: int  # data batches (micro-batches) per epoch, on all processes together
     steps_per_epoch: int  # optimizer steps per epoch (batches grouped by gradient accumulation)
     total_steps: int
     epochs: int
 
 
 def plan_run_length(
-    batches_per_epoch: int, gradient_accumulation_steps: int, max_train_steps: int, max_train_epochs: int | None
+    batches_per_epoch: int,
+    gradient_accumulation_steps: int,
+    max_train_steps: int,
+    max_train_epochs: int | None,
+    num_processes: int = 1,
 ) -> RunLength:
-    """max_train_epochs, when given, wins over max_train_steps; epochs = ceil(total steps / steps per epoch)."""
-    steps_per_epoch = math.ceil(batches_per_epoch / gradient_accumulation_steps)
+    """max_train_epochs, when given, wins over max_train_steps; epochs = ceil(total steps / steps per epoch).
+
+    With several processes each takes its share of the epoch's batches, and a step is one batch (or accumulation
+    group) on every process: sd-scripts' ceil(batches / num_processes / gradient_accumulation_steps).
+    """
+    steps_per_epoch = math.ceil(batches_per_epoch / num_processes / gradient_accumulation_steps)
     total_steps = max_train_epochs * steps_per_epoch if max_train_epochs else max_train_steps
     return RunLength(batches_per_epoch, steps_per_epoch, total_steps, math.ceil(total_steps / steps_per_epoch))
 

@@ -15,6 +15,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from diffusers.models.attention_processor import AttnProcessor2_0
 
+from sd_scripts.training.processes import process_group_kwargs, use_cpu_processes
+
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -34,9 +36,13 @@ def reset_accelerate_state() -> None:
 
 
 def create_accelerator(mixed_precision: str) -> Accelerator:
-    """A fresh Accelerator; gradient accumulation is done by the loop itself so a step always means an optimizer step."""
+    """A fresh Accelerator; gradient accumulation is done by the loop itself so a step always means an optimizer step.
+
+    Under `accelerate launch` it joins the process group as `sd_scripts.training.processes` sets it up.
+    """
     reset_accelerate_state()
-    return Accelerator(mixed_precision=mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, cpu=use_cpu_processes(),
+                       kwargs_handlers=[process_group_kwargs()])
 
 
 def configure_attention(unet: torch.nn.Module, vae: torch.nn.Module, *, xformers: bool, on_cuda: bool) -> list[str]:
