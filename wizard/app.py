@@ -322,9 +322,13 @@ def _run_queue(folder: str, train: Train, asker: Asker) -> int:
     def run_one(config: TrainConfig, *, position: QueuePosition) -> RunResult:
         return train(config, asker, run_position=position)
 
-    summary = run_queue(folder, run_one, report=print)
+    try:
+        summary = run_queue(folder, run_one, report=print)
+    except UserFacingError as problem:  # another queue holds the folder: said in a popup, not only on the console
+        asker.error("The queue did not start", str(problem))
+        return EXIT_USAGE
     saved = f"\n\nThis summary is also saved as {summary.summary_file}." if summary.summary_file else ""
-    asker.info("Queue finished", summary.text() + saved)
+    asker.info("Queue stopped" if summary.of("stopped") else "Queue finished", summary.text() + saved)
     return EXIT_OK if not summary.failed else EXIT_FAILED
 
 
