@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -517,7 +518,8 @@ class TrainingSession:
         return state_dir
 
     def remove_old_epoch_save(self, epoch: int) -> None:
-        """save_last_n_epochs: keep only the newest N epoch saves of this run (sd-scripts' behaviour)."""
+        """save_last_n_epochs: keep only the newest N epoch saves of this run, and their states (sd-scripts removes
+        old states with the saves when save_last_n_epochs_state is not given; a long run would fill the disk)."""
         keep, every = self.args.save_last_n_epochs, self.args.save_every_n_epochs
         if not keep:
             return
@@ -525,6 +527,10 @@ class TrainingSession:
         if old in self.written:
             old.unlink()
             self.written.discard(old)
+        old_state = OutputNames.state_dir(old)
+        if old_state in self.written:
+            shutil.rmtree(old_state)
+            self.written.discard(old_state)
 
     def make_samples(self, label: str) -> None:
         if not self.sample_prompts or self.stop.is_set():
