@@ -7,8 +7,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-# OpenMP threads that sleep instead of spinning while they wait: on 2 shared cores, spinning threads of one process
-# starve the others' (a 2-thread conv loop measured 30 s spinning against 0.5-1.7 s sleeping, at load average 13).
+# As sd_scripts/__init__.py sets it (see why there), for test modules that import torch before sd_scripts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
