@@ -36,6 +36,7 @@ BUG_MESSAGE = "The training stopped on an unexpected error; this is a bug, pleas
 def train(args: TrainArgs, on_event: EventHandler = ignore_event, stop: threading.Event | None = None) -> TrainResult:
     """Train a LoRA with `args`, reporting progress to `on_event`; set `stop` to end early with a usable LoRA."""
     try:
+        from sd_scripts.saving.atomic import is_disk_full, unwritable_error
         from sd_scripts.training.failures import is_out_of_memory, out_of_memory_error, write_bug_report
         from sd_scripts.training.loop import TrainingSession
 
@@ -44,8 +45,10 @@ def train(args: TrainArgs, on_event: EventHandler = ignore_event, stop: threadin
         except UserFacingError as error:
             return _failed(error, on_event)
         except Exception as error:  # noqa: BLE001 - the one place where every failure is turned into words
-            if is_out_of_memory(error):
-                return _failed(out_of_memory_error(_device_name()), on_event)
+            if is_out_of_memory(error):  # while loading or caching: nothing was learned yet
+                return _failed(out_of_memory_error(error, args), on_event)
+            if is_disk_full(error):  # e.g. a latent cache or a log; the saves have their own sentence
+                return _failed(unwritable_error(error.filename or args.output_dir, error), on_event)
             log = write_bug_report(error, args.output_dir)
             return _failed(UserFacingError(BUG_MESSAGE.format(log=log or "(could not be written)")), on_event)
     finally:
@@ -53,14 +56,11 @@ def train(args: TrainArgs, on_event: EventHandler = ignore_event, stop: threadin
 
 
 def _failed(error: UserFacingError, on_event: EventHandler) -> TrainResult:
+    """A failed result; one that failed while stepping names the LoRA it kept and the state to continue from."""
     on_event(Failed(error.message, error.advice))
-    return TrainResult(ok=False, lora_path=None, message=error.message, advice=error.advice)
-
-
-def _device_name() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    lora_path, resume_state = getattr(error, "lora_path", None), getattr(error, "resume_state", None)
+    return TrainResult(ok=False, lora_path=str(lora_path) if lora_path else None, message=error.message,
+                       advice=error.advice, resume_state=str(resume_state) if resume_state else None)
 
 
 def release_memory() -> None:

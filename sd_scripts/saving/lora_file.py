@@ -7,17 +7,18 @@ safetensors is data only and `torch.load` is called with `weights_only=True`.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from sd_scripts.args import SAVE_FORMATS, SAVE_PRECISIONS
 from sd_scripts.errors import UserFacingError
-from sd_scripts.saving.atomic import write_atomically
+from sd_scripts.saving.atomic import unwritable_error, write_atomically
 from sd_scripts.saving.hashes import safetensors_hashes
 
 SAVE_DTYPES = {"float": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -52,24 +53,23 @@ def save_lora(
     if save_model_as == "safetensors":
         full_metadata = dict(metadata or {})
         full_metadata.update(safetensors_hashes(tensors, full_metadata))
-
-        def write(temporary: Path) -> None:
-            save_file(tensors, temporary, full_metadata)
-
+        data = safetensors_bytes(tensors, full_metadata)
     else:
-
-        def write(temporary: Path) -> None:
-            torch.save(tensors, temporary)
-
+        data = torch_bytes(tensors)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, write)
+        write_atomically(path, lambda temporary: temporary.write_bytes(data))
     except OSError as error:
-        raise UserFacingError(
-            f"The LoRA could not be written to {path} ({error.strerror or error}); "
-            "check that the folder is writable and the disk has free space."
-        ) from None
+        raise unwritable_error(path, error) from None
     return path
+
+
+def torch_bytes(value: object) -> bytes:
+    """`torch.save` into memory: written by Python, a failed write (a full disk) raises an OSError that says so,
+    where torch's and safetensors' own file writers report it as an error of their format."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return buffer.getvalue()
 
 
 def tensors_for_saving(state_dict: Mapping[str, torch.Tensor], save_precision: str | None) -> dict[str, torch.Tensor]:

@@ -50,8 +50,15 @@ from sd_scripts.networks.base import Network
 from sd_scripts.networks.factory import create_network, network_from_file, spec_from_args
 from sd_scripts.optimizer_kinds import parse_optimizer_args, resolve_optimizer
 from sd_scripts.saving import TrainingRun, model_file_metadata, save_lora, training_metadata
+from sd_scripts.saving.atomic import remove_leftovers
 from sd_scripts.saving.lora_file import load_lora_file
-from sd_scripts.training.failures import nan_loss_error
+from sd_scripts.training.failures import (
+    FailedRun,
+    NonFiniteLoss,
+    is_out_of_memory,
+    nan_loss_error,
+    out_of_memory_error,
+)
 from sd_scripts.training.length import plan_run_length, resolve_warmup_steps
 from sd_scripts.training.logs import open_run_logs
 from sd_scripts.training.noise import make_noise_scheduler
@@ -73,8 +80,10 @@ from sd_scripts.training.state import (
     RunPosition,
     load_training_state,
     read_position,
+    read_session_id,
     restore_random_states,
     save_training_state,
+    written_by_session,
 )
 from sd_scripts.training.step import NoiseSettings, unet_loss
 from sd_scripts.training.validation import caches_text_encoder_outputs, check_settings_for_model, validate_args
@@ -126,8 +135,22 @@ class TrainingSession:
 
         self.outputs = OutputNames(Path(args.output_dir), args.output_name, args.save_model_as)
         self.written: set[Path] = set()  # files and state folders this run has saved
+        self.newest_state: Path | None = None  # the LoRA whose state folder was saved last: where to continue from
         self.outputs.folder.mkdir(parents=True, exist_ok=True)
-        check_outputs_free(self.planned_outputs())
+        self.remove_unfinished_writes()
+        # A resumed run is the same training session: the saves its interrupted run made after the resumed state
+        # (a crash during a state save leaves the LoRA of that step) are its own, and it writes them again.
+        self.session_id = (read_session_id(Path(args.resume)) if args.resume else None) or secrets.randbelow(2**32)
+        planned = self.planned_outputs()
+        self.own_outputs = {path for path in planned if args.resume and written_by_session(path, self.session_id)}
+        check_outputs_free([path for path in planned if path not in self.own_outputs])
+        if args.resume:  # the run goes on from this state: a failure names it, a Stop before the next step keeps it
+            state = Path(args.resume)
+            resumed = state.with_name(f"{state.name.removesuffix('-state')}.{args.save_model_as}")
+            self.newest_state = resumed if resumed.is_file() else None
+            at_resume = self.outputs.after_step(self.position.global_step)
+            if resumed.is_file() and at_resume.resolve() == resumed.resolve():
+                self.written |= {at_resume, OutputNames.state_dir(at_resume)}
 
         self.model = load_base_model(
             args.pretrained_model_name_or_path,
@@ -174,7 +197,7 @@ class TrainingSession:
 
         self.sample_prompts = read_prompt_file(args.sample_prompts) if args.sample_prompts else []
         self.training_run = TrainingRun(
-            session_id=secrets.randbelow(2**32),
+            session_id=self.session_id,
             started_at=time.time(),
             base_model_version=self.model.version,
             num_epochs=self.length.epochs,
@@ -366,9 +389,8 @@ class TrainingSession:
             last = index == len(batches) - 1
             with self.accelerator.no_sync(self.prepared_network) if not last else contextlib.nullcontext():
                 loss = self.batch_loss(batch)
-                if not torch.isfinite(loss):
-                    raise nan_loss_error(self.position.global_step + 1,
-                                         fp16_sdxl_vae=self.model.is_sdxl and self.vae_dtype == torch.float16)
+                if not torch.isfinite(loss):  # before backward: the weights are still the last good ones
+                    raise NonFiniteLoss(self.position.global_step + 1)
                 self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             total += loss.item()
         if self.args.max_grad_norm:
@@ -383,6 +405,16 @@ class TrainingSession:
     def run(self) -> TrainResult:
         try:
             return self.train_epochs()
+        except NonFiniteLoss as error:
+            raise self.failed(nan_loss_error(error.step, self.model.is_sdxl and self.vae_dtype == torch.float16),
+                              keep_learned=True) from None
+        except UserFacingError as error:  # e.g. a full disk while saving: the earlier saves stay, say where
+            raise self.failed(error, keep_learned=False) from None
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            raise self.failed(out_of_memory_error(error, self.args, self.position.global_step + 1),
+                              keep_learned=True) from None
         finally:
             self.batches.close()
             self.logs.close()
@@ -469,11 +501,7 @@ class TrainingSession:
     def stop_early(self, clock: StepClock) -> TrainResult:
         """Save what was learned so far and a state to continue from, then report a finished, stopped run."""
         step, epoch = self.position.global_step, min(self.position.epoch, self.length.epochs)
-        path = self.outputs.after_step(step)
-        if path in self.written:  # save_every_n_steps saved this very step already: add the state only
-            self.save_state(path)
-        else:
-            self.save(path, epoch, final=False, with_state=True)
+        path = self.save_to_continue()
         self.on_event(Finished(str(path), step, epoch, clock.elapsed(), stopped_early=True,
                                loss_plot=str(self.logs.finish())))
         return TrainResult(
@@ -487,7 +515,43 @@ class TrainingSession:
             resume_state=str(OutputNames.state_dir(path)),
         )
 
+    def failed(self, error: UserFacingError, *, keep_learned: bool) -> FailedRun:
+        """A step failed: keep what the steps before it learned (a NaN loss or an out-of-memory error leaves the
+        weights as the last complete step made them), and say first where it is and which state continues the run."""
+        self.optimizer.zero_grad(set_to_none=True)  # the failed step's gradients, and their memory
+        kept = None
+        weights = self.network.state_dict().values()
+        if keep_learned and self.position.global_step > 0 and all(torch.isfinite(tensor).all() for tensor in weights):
+            kept = self.save_to_continue()
+        state = OutputNames.state_dir(self.newest_state) if self.newest_state else None
+        if kept is not None:
+            where = (f"What was learned up to step {self.position.global_step} is kept in {kept}; the run can be "
+                     f"continued from {state}.")
+        elif state is not None:
+            where = f"The newest save is {self.newest_state}; the run can be continued from {state}."
+        else:
+            where = "Nothing learned was saved before this."
+        return FailedRun(error.message, f"{where} {error.advice}" if error.advice else where,
+                         lora_path=kept or self.newest_state, resume_state=state)
+
     # --- saving and samples -------------------------------------------------------------------------------------
+    def remove_unfinished_writes(self) -> None:
+        """Delete what a killed run's interrupted saves of these outputs left (hidden temporary files and folders)."""
+        removed = remove_leftovers(self.outputs.folder, self.outputs.output_pattern())
+        removed += remove_leftovers(self.outputs.samples(), self.outputs.sample_pattern())
+        if removed:
+            self.note(f"Removed {len(removed)} unfinished file(s) an interrupted save had left: "
+                      f"{', '.join(path.name for path in removed)}.")
+
+    def save_to_continue(self) -> Path:
+        """The LoRA so far with a state beside it, named after the step: what Stop and a failed step leave."""
+        path = self.outputs.after_step(self.position.global_step)
+        if path in self.written:  # save_every_n_steps saved this very step already: add the state only
+            self.save_state(path)
+        else:
+            self.save(path, min(self.position.epoch, self.length.epochs), final=False, with_state=True)
+        return path
+
     def save(self, path: Path, epoch: int, *, final: bool, with_state: bool | None = None) -> Path:
         """Write the LoRA with its metadata (and a resumable state when asked or when save_state is on)."""
         args, step = self.args, self.position.global_step
@@ -495,7 +559,7 @@ class TrainingSession:
         metadata = training_metadata(args, self.plan.metadata(), self.training_run, steps=step, epoch=epoch,
                                      saved_at=time.time())
         save_lora(self.network.state_dict(), path, save_model_as=args.save_model_as,
-                  save_precision=args.save_precision, metadata=metadata)
+                  save_precision=args.save_precision, metadata=metadata, overwrite=path in self.own_outputs)
         self.written.add(path)
         self.logs.save_table()
         state_dir = self.save_state(path) if (args.save_state if with_state is None else with_state) else None
@@ -513,8 +577,11 @@ class TrainingSession:
                 lr_scheduler=self.lr_scheduler,
                 noise_generator=self.noise_generator,
                 position=self.position,
+                session_id=self.session_id,
+                replace=state_dir in self.own_outputs,
             )
             self.written.add(state_dir)
+        self.newest_state = lora_path
         return state_dir
 
     def remove_old_epoch_save(self, epoch: int) -> None:
@@ -533,15 +600,26 @@ class TrainingSession:
             self.written.discard(old_state)
 
     def make_samples(self, label: str) -> None:
+        """Render the sample prompts, reporting each image as it is written; Stop ends the sampling at once (the
+        image being rendered is dropped, those made stay) and the run then saves and stops as after any step."""
         if not self.sample_prompts or self.stop.is_set():
             return
         args = self.args
+        shown = 0
+
+        def report(path: Path, prompt: str) -> None:
+            nonlocal shown
+            sample = SampleMade(str(path), prompt, self.position.global_step)
+            self.on_event(sample)
+            self.logs.record_sample(sample, shown)
+            shown += 1
+
         self.network.eval()  # samples show the whole network: full rank, no dropout
         self.optimizer.eval()  # and, with a schedule-free optimizer, its averaged weights
         for module in self.parked:
             module.to(self.device)
         try:
-            made = generate_samples(
+            generate_samples(
                 self.sample_prompts,
                 unet=self.model.unet,
                 vae=self.model.vae,
@@ -561,6 +639,8 @@ class TrainingSession:
                 autocast=self.accelerator.autocast,
                 folder=self.outputs.samples(),
                 file_stem=f"{args.output_name}_{time.strftime('%Y%m%d%H%M%S')}_{label}",
+                on_image=report,
+                stop=self.stop.is_set,
             )
         finally:
             for module in self.parked:
@@ -569,10 +649,6 @@ class TrainingSession:
                 torch.cuda.empty_cache()
         self.network.train()
         self.optimizer.train()
-        for prompt_index, (path, prompt) in enumerate(made):
-            sample = SampleMade(str(path), prompt, self.position.global_step)
-            self.on_event(sample)
-            self.logs.record_sample(sample, prompt_index)
 
 
 def _describe(device: torch.device) -> str:

@@ -8,6 +8,7 @@ resumable state folder beside it named like the file with `-state` instead of th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,15 @@ class OutputNames:
 
     def samples(self) -> Path:
         return self.folder / SAMPLE_FOLDER
+
+    def output_pattern(self) -> re.Pattern[str]:
+        """Every name above in the output folder, for finding what an interrupted write of this run left behind."""
+        name, extension = re.escape(self.name), re.escape(self.extension)
+        return re.compile(rf"{name}(-\d{{6}}|-step\d{{8}})?(\.{extension}|-state)|{name}-loss\.(csv|png)")
+
+    def sample_pattern(self) -> re.Pattern[str]:
+        """The names of this run's samples in the sample folder (`<name>_<time>_<label>_<prompt>_<seed>.png`)."""
+        return re.compile(rf"{re.escape(self.name)}_\d{{14}}_\w+_\d+_\d+\.png")
 
 
 def check_outputs_free(paths: list[Path]) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,6 +35,7 @@ from diffusers import (
 
 from sd_scripts.errors import UserFacingError
 from sd_scripts.models.text_encoding import encode_sdxl_tokens, encode_tokens, tokenize
+from sd_scripts.saving.atomic import write_atomically
 from sd_scripts.training.validation import check_zero_terminal_snr_sampler
 
 # sd-scripts' sampler names -> (diffusers scheduler class, extra config), as its get_my_scheduler maps them.
@@ -155,11 +154,15 @@ def generate_samples(
     autocast: Callable[[], contextlib.AbstractContextManager],
     folder: Path,
     file_stem: str,
+    on_image: Callable[[Path, str], None] = lambda path, prompt: None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> list[tuple[Path, str]]:
     """Render every prompt with the current (LoRA-wrapped) modules; returns (png path, prompt) pairs.
 
     The modules are switched to eval mode for the duration and back afterwards. A seed is taken from the prompt,
-    else derived from the run's seed, so the same prompt gives comparable images through the run.
+    else derived from the run's seed, so the same prompt gives comparable images through the run. `on_image` hears of
+    each image as soon as it is written. When `stop()` turns true (the user pressed Stop) the image being rendered is
+    abandoned at its next denoising step and never written; the images already made stay.
     """
     folder.mkdir(parents=True, exist_ok=True)
     scheduler = sample_scheduler(settings.sampler, settings.v_parameterization, settings.zero_terminal_snr)
@@ -185,8 +188,15 @@ def generate_samples(
     for module, _ in modes:
         module.eval()
     made = []
+
+    def interrupt_when_stopped(pipe, step: int, timestep, tensors: dict) -> dict:
+        pipe._interrupt = pipe._interrupt or stop()  # diffusers' own way to end the denoising loop early
+        return tensors
+
     try:
         for index, sample in enumerate(prompts):
+            if stop():
+                break
             seed = sample.seed if sample.seed is not None else (settings.default_seed or 0) + index
             with torch.no_grad(), autocast():
                 if sdxl:
@@ -207,10 +217,14 @@ def generate_samples(
                     num_inference_steps=sample.steps,
                     guidance_scale=sample.guidance_scale,
                     generator=torch.Generator("cpu").manual_seed(seed),
+                    callback_on_step_end=interrupt_when_stopped,
                 ).images[0]
+            if pipeline.interrupt:  # a half-denoised picture is not a sample
+                break
             path = folder / f"{file_stem}_{index:02d}_{seed}.png"
-            _save_png_atomically(image, path)
+            write_atomically(path, lambda temporary, picture=image: picture.save(temporary, format="PNG"))
             made.append((path, sample.prompt))
+            on_image(path, sample.prompt)
     finally:
         for module, was_training in modes:
             module.train(was_training)
@@ -228,16 +242,3 @@ def _encode_sdxl(text: str, text_encoders: list, tokenizers: tuple, settings: Sa
                      for index, tokenizer in enumerate(tokenizers))
     return encode_sdxl_tokens(*text_encoders, first, second, max_token_length=settings.max_token_length,
                               eos_token_id=tokenizers[1].eos_token_id)
-
-
-def _save_png_atomically(image, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            image.save(stream, format="PNG")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-

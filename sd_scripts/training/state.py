@@ -2,8 +2,10 @@
 
 A state is a folder beside the LoRA (`<name>-000002-state`, `<name>-step00000120-state`) holding the network
 weights, the optimizer and learning-rate schedule states, every random number generator and the position in the
-run. It is written to a temporary folder first and renamed into place, and read back with
-`torch.load(weights_only=True)` only, so a state folder from elsewhere cannot run code.
+run, and the id of the training session it belongs to (a resumed run keeps it, so the saves it writes again are
+known as its own). It is written to a hidden temporary folder first (`.<name>-state.<random>.tmp`), every file
+flushed to the disk, and renamed into place, so a crash or a full disk never leaves half a state under its final
+name. It is read back with `torch.load(weights_only=True)` only, so a state folder from elsewhere cannot run code.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from pathlib import Path
 
 import numpy
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save as safetensors_bytes
 
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.base import Network
+from sd_scripts.saving.atomic import TEMPORARY_SUFFIX, flush_to_disk, temporary_prefix, unwritable_error
+from sd_scripts.saving.lora_file import torch_bytes
 
 STATE_FORMAT = 1
 POSITION_FILE = "train_state.json"
@@ -49,23 +54,39 @@ def save_training_state(
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
     noise_generator: torch.Generator,
     position: RunPosition,
+    session_id: int | None = None,
+    replace: bool = False,
 ) -> Path:
-    """Write the state folder atomically; refuses to replace an existing folder."""
+    """Write the state folder atomically; an existing folder is replaced only when `replace` is True (a resumed
+    run writing its own interrupted run's state again), else refused."""
     state_dir = Path(state_dir)
-    if state_dir.exists():
+    if state_dir.exists() and not replace:
         raise UserFacingError(f"The state folder {state_dir} already exists; move it away or choose another output name.")
-    temporary = Path(tempfile.mkdtemp(prefix=f".{state_dir.name}-", dir=state_dir.parent))
+    temporary = Path(tempfile.mkdtemp(prefix=temporary_prefix(state_dir), suffix=TEMPORARY_SUFFIX,
+                                      dir=state_dir.parent))
     try:
-        save_file({name: tensor.detach().contiguous().cpu() for name, tensor in network_state.items()},
-                  str(temporary / NETWORK_FILE))
-        torch.save(optimizer.state_dict(), temporary / OPTIMIZER_FILE)
-        torch.save(lr_scheduler.state_dict(), temporary / SCHEDULER_FILE)
-        torch.save(_random_states(noise_generator), temporary / RANDOM_FILE)
-        (temporary / POSITION_FILE).write_text(json.dumps({"format": STATE_FORMAT, **asdict(position)}, indent=2))
+        (temporary / NETWORK_FILE).write_bytes(safetensors_bytes(
+            {name: tensor.detach().contiguous().cpu() for name, tensor in network_state.items()}))
+        (temporary / OPTIMIZER_FILE).write_bytes(torch_bytes(optimizer.state_dict()))
+        (temporary / SCHEDULER_FILE).write_bytes(torch_bytes(lr_scheduler.state_dict()))
+        (temporary / RANDOM_FILE).write_bytes(torch_bytes(_random_states(noise_generator)))
+        (temporary / POSITION_FILE).write_text(
+            json.dumps({"format": STATE_FORMAT, **asdict(position), "session_id": session_id}, indent=2))
         for child in temporary.iterdir():
+            flush_to_disk(child)
             child.chmod(0o644)
         temporary.chmod(0o755)
-        os.replace(temporary, state_dir)
+        if state_dir.exists():  # replace: the old folder moves into a temporary one, the new takes its name
+            old = Path(tempfile.mkdtemp(prefix=temporary_prefix(state_dir), suffix=TEMPORARY_SUFFIX,
+                                        dir=state_dir.parent))
+            os.rename(state_dir, old / state_dir.name)
+            os.replace(temporary, state_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(temporary, state_dir)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise unwritable_error(state_dir, error) from None
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -84,6 +105,25 @@ def read_position(state_dir: Path) -> RunPosition:
     if data.get("format") != STATE_FORMAT:
         raise UserFacingError(f"The training state in {state_dir} was written by another version; start a new training.")
     return RunPosition(data["global_step"], data["epoch"], data["batches_done"], data["total_steps"])
+
+
+def read_session_id(state_dir: Path) -> int | None:
+    """The training session a state belongs to (None for a state written before the id was kept)."""
+    return json.loads((Path(state_dir) / POSITION_FILE).read_text()).get("session_id")
+
+
+def written_by_session(path: Path, session_id: int) -> bool:
+    """Whether an existing output is the training session's own: a state folder whose position says so, or a
+    .safetensors LoRA whose metadata does (`ss_session_id`); a .ckpt/.pt file cannot tell, so it never is."""
+    try:
+        if path.is_dir():
+            return read_session_id(path) == session_id
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                return (handle.metadata() or {}).get("ss_session_id") == str(session_id)
+    except (OSError, ValueError, SafetensorError):
+        pass
+    return False
 
 
 def load_training_state(
