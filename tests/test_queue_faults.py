@@ -323,3 +323,17 @@ def test_an_unreadable_lock_is_not_taken_over(tmp_path):
     assert str(refused.value) == (f"{tmp_path / LOCK_NAME} cannot be read, so another queue may be starting on this "
                                   "folder; if none is running, delete that file and start the queue again.")
     assert (tmp_path / "1.json").exists() and (tmp_path / LOCK_NAME).read_text(encoding="utf-8") == ""
+
+
+def test_a_stopped_file_broken_meanwhile_is_left_as_it_is_and_the_sentence_says_how_to_resume(tmp_path, clock):
+    settings = write_settings(tmp_path, "1.json", net_dim=4)
+
+    def run_one(config, *, position):
+        settings.write_text('{"net_dim": 4,', encoding="utf-8")  # the user saves a half-edited file meanwhile
+        return Result(True, lora_path="/loras/1-step00000003.safetensors", resume_state="/loras/1-step00000003-state")
+
+    (entry,) = run_queue(tmp_path, run_one, report=lambda line: None).entries
+    assert (entry.outcome, entry.moved_to) == ("stopped", settings)
+    assert entry.reason.startswith("stopped, but the resume point could not be written into the file (")
+    assert entry.reason.endswith("); set its resume setting to /loras/1-step00000003-state to continue it.")
+    assert settings.read_text(encoding="utf-8") == '{"net_dim": 4,'

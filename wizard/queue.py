@@ -216,7 +216,12 @@ def _keep_resumable(path: Path, resume_state: str, lora_path: str | None, second
     if not path.exists():
         return QueueEntry(path.name, "stopped", f"stopped; the file was removed meanwhile, so continue it from "
                                                 f"{resume_state} by hand.", None, lora_path, seconds)
-    record_resume_point(path, resume_state)
+    try:
+        record_resume_point(path, resume_state)
+    except (OSError, ValueError, UserFacingError) as problem:  # edited into a broken file meanwhile, or read-only
+        return QueueEntry(path.name, "stopped", f"stopped, but the resume point could not be written into the file "
+                                                f"({problem}); set its resume setting to {resume_state} to continue "
+                                                "it.", path, lora_path, seconds)
     return QueueEntry(path.name, "stopped", f"stopped; the next queue start continues it from {resume_state}.",
                       path, lora_path, seconds)
 
