@@ -5,10 +5,15 @@ It is a Toplevel of the wizard's one Tk root with its own taskbar entry. The tra
 happens on the main thread. Drawing stays cheap so the window answers at once while the trainer works: labels take
 only the newest step of each batch of events, and the loss curve (one polyline over at most one point per pixel) is
 redrawn at most a few times a second.
+
+If the display goes away during the run (an X server or SSH forwarding ended, a remote desktop dropped), the training
+goes on: the console shows the rest of it and the program ends with its outcome (see `_follow_in_console`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import subprocess
 import sys
@@ -63,6 +68,7 @@ class ProgressWindow:
         self._build(name, run_position, bool(args.sample_prompts))
         self._show_centred()
         self.session = TrainingSession(args, on_done=self._on_done, echo=echo)
+        _guard_against_display_loss(self)
         self._timer: str | None = self.window.after(POLL_MS, self._poll)
         self.window.bind("<Destroy>", self._on_destroy, add="+")
 
@@ -80,6 +86,7 @@ class ProgressWindow:
             self.window.wait_window()
 
     def close(self) -> None:
+        self._stop_guarding()
         if self._timer is not None:
             self.window.after_cancel(self._timer)
             self._timer = None
@@ -286,6 +293,7 @@ class ProgressWindow:
         self.stop_button.configure(text="Close", state="normal")
         self._set_title("Finished" if result.ok else "Failed")
         flash_taskbar(self.window)
+        self._stop_guarding()
         self._finished.set(True)
 
     def _on_destroy(self, event: tk.Event) -> None:
@@ -293,6 +301,11 @@ class ProgressWindow:
         if event.widget is self.window and not self._finished.get():
             self.session.stop()
             self._finished.set(True)
+
+    def _stop_guarding(self) -> None:
+        """The run is over: a lost display ends the program as Xlib ends it (see `_guard_against_display_loss`)."""
+        if _watched_window and _watched_window[0] is self:
+            _watched_window.clear()
 
     def _say(self, text: str, *, error: bool = False) -> None:
         self.status.configure(text=text, foreground=self.colours.error if error else "")
@@ -325,6 +338,41 @@ class ProgressWindow:
         except OSError:
             show_message(self.root, "Could not open the folder",
                          f"The folder could not be opened here; it is {folder.resolve()}.", "error")
+
+
+# -- a lost display ---------------------------------------------------------------------------------------------------
+_IO_ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)  # Xlib's XIOErrorHandler
+_watched_window: list[ProgressWindow] = []  # the window whose running training a lost display must not end
+_handlers: list = []  # [ours, Xlib's previous one] once installed, kept alive as long as the process
+
+
+def _guard_against_display_loss(window: ProgressWindow) -> None:
+    """On X11, put `_follow_in_console` before Xlib's I/O error handler, which ends the whole process (trainer and
+    all, perhaps halfway through a save) when the connection to the display breaks."""
+    if window.root.tk.call("tk", "windowingsystem") != "x11":
+        return  # Windows and macOS windows have no display connection to lose
+    _watched_window[:] = [window]
+    library = ctypes.util.find_library("X11")
+    if not _handlers and library is not None:
+        x11 = ctypes.CDLL(library)  # the library Tk uses: loaded once per process
+        x11.XSetIOErrorHandler.restype = ctypes.c_void_p
+        ours = _IO_ERROR_HANDLER(_follow_in_console)
+        _handlers[:] = [ours, _IO_ERROR_HANDLER(x11.XSetIOErrorHandler(ours))]
+
+
+def _follow_in_console(display: int) -> int:
+    """Xlib found the display gone, in the Tk thread. While a training runs this handler must not return (Xlib
+    would end the process) nor touch Tk (its display is gone): the console follows the training to its end, and
+    then the program ends with the training's outcome, its files saved as planned. Otherwise Xlib's own handler."""
+    window = _watched_window[0] if _watched_window else None
+    if window is None or window.session.done:
+        return _handlers[1](display)
+    print("The connection to the display was lost; the training goes on, and its progress shows here.",
+          file=sys.stderr, flush=True)
+    result = window.session.follow_in_console()
+    print(result.message + (f" {result.advice}" if result.advice else ""), flush=True)
+    sys.stderr.flush()
+    os._exit(0 if result.ok else 1)
 
 
 class LossCurve:

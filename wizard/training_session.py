@@ -17,6 +17,8 @@ from sd_scripts.args import TrainArgs
 from sd_scripts.events import Event, EventHandler
 from sd_scripts.training.result import TrainResult
 
+POLL_WITHOUT_UI_S = 0.25  # how often the events are echoed when no UI polls them
+
 
 class TrainingSession:
     """Starts `sd_scripts.train.train(args)` in a worker thread at once; `poll()` hands its events to the caller.
@@ -83,6 +85,15 @@ class TrainingSession:
     def done(self) -> bool:
         """True once `on_done` has been called."""
         return self._done_reported
+
+    def follow_in_console(self) -> TrainResult:
+        """Hand out the events to `echo` until the trainer ends, and return its result without calling `on_done`:
+        for when the UI that polled them is gone (its display was lost) and the console shows the rest."""
+        self._done_reported = True
+        while not self._worker_ended.wait(POLL_WITHOUT_UI_S):
+            self.poll()
+        self.poll()
+        return self.result
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker has ended (for callers with no event loop); True when it has."""

@@ -1,0 +1,133 @@
+"""Faults that take a whole process (issue 13, item 2): the trainer killed (SIGKILL) in the middle of a save, and the
+display of the progress window lost while it trains. Each runs the product in a process of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from fault_checks import check_outputs_whole, resume_and_finish, temporary_leftovers
+from sd_scripts.args import TrainArgs
+from sd_scripts.training.state import read_position
+from test_train_fixtures import demo_args, one_repeat_images  # noqa: F401 (fixture)
+from xvfb import VirtualDisplay, require_display_tools
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT_S = 300
+
+
+def command_line(args: TrainArgs) -> list[str]:
+    """`python -m sd_scripts.train` with every setting of `args` that is not the default, under its kohya name."""
+    options, defaults = [], TrainArgs()
+    for field in dataclasses.fields(TrainArgs):
+        value = getattr(args, field.name)
+        if value != getattr(defaults, field.name):
+            assert isinstance(value, (str, int, float)), f"{field.name}={value!r} has no command-line form here"
+            options += [f"--{field.name}"] + ([] if value is True else [str(value)])
+    return [sys.executable, "-m", "sd_scripts.train", *options]
+
+
+# --- killed while saving ------------------------------------------------------------------------------------------
+def kill_while_a_state_is_written(process: subprocess.Popen, folder: Path) -> str:
+    """SIGKILL the trainer as soon as the temporary folder of a state after step 1 shows: a state save half done
+    (its step's LoRA file is already whole). Returns the temporary folder's name."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while process.poll() is None:
+        if folder.is_dir():
+            for entry in os.scandir(folder):
+                if entry.name.startswith(".demo-step") and "-state." in entry.name and "step00000001" not in entry.name:
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                    return entry.name
+        assert time.monotonic() < deadline, "the trainer made no state folder in time"
+        time.sleep(0.002)
+    raise AssertionError(f"The trainer ended (exit {process.returncode}) before a state save could be interrupted.")
+
+
+def test_a_process_killed_while_saving_leaves_whole_files_and_its_last_state_resumes(demo, one_repeat_images,
+                                                                                     tmp_path):
+    output = tmp_path / "out"
+    args = demo_args(demo, one_repeat_images, output, max_train_steps=8, save_every_n_steps=1, save_state=True)
+    with (tmp_path / "trainer.log").open("w") as log:
+        process = subprocess.Popen(command_line(args), cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT)
+        interrupted = kill_while_a_state_is_written(process, output)
+    assert process.returncode == -signal.SIGKILL
+
+    step = int(interrupted.removeprefix(".demo-step")[:8])
+    outputs = check_outputs_whole(output)  # every file and state under a final name loads
+    states = sorted(name for name in outputs if name.endswith("-state"))
+    assert states == [f"demo-step{done:08d}-state" for done in range(1, step)]  # the interrupted one is not there
+    assert temporary_leftovers(output) == [interrupted]  # hidden: nothing offers it as an output
+    own_lora = output / f"demo-step{step:08d}.safetensors"  # written whole before its state was begun
+    written_before = load_file(str(own_lora))
+
+    newest_state = output / states[-1]
+    assert read_position(newest_state).global_step == step - 1
+    result, _ = resume_and_finish(args, newest_state)
+    assert any(interrupted in note for note in result.notes), result.notes  # the leftover was cleaned up
+    assert temporary_leftovers(output) == []
+    written_again = load_file(str(own_lora))  # the resumed run's own save of that step: the same weights
+    assert written_again.keys() == written_before.keys()
+    for key in written_before:
+        torch.testing.assert_close(written_again[key], written_before[key], rtol=1e-5, atol=1e-7)
+    assert (output / "demo.safetensors").name in check_outputs_whole(output)
+
+
+# --- the display lost ---------------------------------------------------------------------------------------------
+TRAIN_IN_THE_WINDOW = """
+import sys
+from pathlib import Path
+from sd_scripts.demo import DemoPaths
+from wizard.askers.tk_asker import TkAsker
+from wizard.runner import demo_config, train_config
+
+model, images, prompts, output = map(Path, sys.argv[1:])
+config = demo_config(DemoPaths(model, images, prompts), output)
+config.set("max_steps", 8)
+train_config(config, TkAsker())
+print("The program went on after the display was lost.")
+"""
+
+
+def test_the_training_goes_on_in_the_console_when_the_display_is_lost(demo, one_repeat_images, tmp_path):
+    require_display_tools()
+    display = VirtualDisplay()
+    output = tmp_path / "out"
+    output.mkdir()
+    stderr_path = tmp_path / "stderr.txt"
+    try:
+        with stderr_path.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, "-u", "-c", TRAIN_IN_THE_WINDOW, str(demo.model), str(one_repeat_images),
+                 str(demo.prompts), str(output)],
+                cwd=REPOSITORY, env={**display.env, "PYTHONPATH": str(REPOSITORY)}, stdout=subprocess.PIPE,
+                stderr=stderr, text=True)
+            shown = [process.stdout.readline()]
+            while not shown[-1].startswith("Training on") and shown[-1]:
+                shown.append(process.stdout.readline())
+            assert shown[-1].startswith("Training on"), shown
+    finally:
+        display.stop()  # the display goes away while the progress window shows the run
+    try:
+        rest, _ = process.communicate(timeout=RUN_TIMEOUT_S)
+    finally:
+        process.kill()
+    errors = stderr_path.read_text()
+
+    assert process.returncode == 0, rest + errors
+    assert "Traceback" not in rest + errors and "X connection" not in errors, rest + errors
+    lost_at = errors.index("The connection to the display was lost; the training goes on, and its progress shows here.")
+    assert "8/8" in errors[lost_at:]  # the progress bar went on in the console to the last step
+    lora = output / "demo_lora.safetensors"
+    assert f"Finished after 8 steps: {lora}" in rest
+    assert f"The training finished after 8 steps; the LoRA is {lora}." in rest
+    assert load_file(str(lora))
+    assert "The program went on" not in rest  # it ends with the training: the wizard's popups have no screen
