@@ -3,6 +3,7 @@ weighting."""
 
 from __future__ import annotations
 
+from sd_scripts.cpu_features import cpu_has_native_bf16
 from wizard.config import TrainConfig, trains_sdxl
 from wizard.question import Question
 
@@ -15,6 +16,14 @@ MIN_SNR_GAMMA_SUGGESTED = 5.0  # the paper's recommendation
 # SDXL's own VAE overflows in fp16 (NaN latents, black images): keep it in fp32, or use a VAE fixed for fp16.
 SDXL_VAE_CHOICES = ("keep the VAE in fp32", "use an fp16-fix VAE file")
 VAE_EXTENSIONS = ("safetensors", "pt", "ckpt")
+
+
+def refuse_bf16_without_support(answer: str, config: TrainConfig) -> str | None:
+    """bf16 is offered with an NVIDIA GPU, or on a CPU with bf16 instructions; elsewhere it would gain nothing."""
+    if answer == "bf16" and not config.cuda and not cpu_has_native_bf16():
+        return ("This computer has no NVIDIA GPU and its CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 "
+                "would not be faster; choose no (full precision).")
+    return None
 
 
 def _sdxl_in_fp16(config: TrainConfig) -> bool:
@@ -32,6 +41,7 @@ QUESTIONS: list[Question] = [
         id="mixed_precision", kind="choice", field="mixed_precision", choices=MIXED_PRECISIONS,
         text="Which mixed precision?",
         help=field_help("mixed_precision"),
+        validate=refuse_bf16_without_support,
     ),
     Question(
         id="sdxl_vae", kind="choice", field=None, fields=("no_half_vae", "vae"), choices=SDXL_VAE_CHOICES,

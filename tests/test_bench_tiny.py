@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import math
+
+import pytest
 import torch
 
-from sd_scripts.bench import main, run_benchmark
+from sd_scripts.bench import main, random_model, run_benchmark
 
 torch.set_num_threads(2)
 
 
 def test_benchmark_times_training_steps_of_the_tiny_model():
-    result = run_benchmark(model="tiny", resolution=64, batch_size=2, steps=2, warmup_steps=1)
+    result = run_benchmark(model="tiny", resolution=64, batch_size=2, steps=2, warmup_steps=1, base=random_model("tiny"))
     assert result.device == "cpu" and result.batch_size == 2
     assert 2_000_000 < result.unet_parameters < 3_000_000  # the demo's tiny SD1.5 layout
     assert result.lora_parameters > 0
@@ -19,12 +23,52 @@ def test_benchmark_times_training_steps_of_the_tiny_model():
     assert result.peak_memory_kind == "process RSS" and result.peak_memory_bytes > 100 * 2**20
 
 
-def test_benchmark_command_line_prints_the_three_figures(capsys):
-    assert main(["--model", "tiny", "--resolution", "64", "--steps", "2", "--warmup-steps", "1",
-                 "--gradient-checkpointing", "--cache-latents"]) == 0
+def test_benchmark_command_line_times_every_phase_of_a_run_and_logs_it(demo, capsys, tmp_path):
+    """Load from the file, latent caching through the trainer's cache, text encoding, steps; one JSON line a run."""
+    log = tmp_path / "results.jsonl"
+    for _ in range(2):
+        assert main(["--checkpoint", str(demo.model), "--resolution", "64", "--steps", "1", "--warmup-steps", "1",
+                     "--gradient-checkpointing", "--cache-latents", "--cache-images", "2", "--text-encodings", "1",
+                     "--attention", "plain", "--json-log", str(log)]) == 0
     printed = capsys.readouterr().out
-    assert "s/step (median):" in printed and "images/s:" in printed and "peak memory (process RSS):" in printed
-    assert "gradient checkpointing on" in printed
+    for figure in ("load (s):", "latent caching (s/image):", "text encoding (s/caption):", "warm-up (s):",
+                   "s/step (median):", "images/s:", "peak memory (process RSS):"):
+        assert printed.count(figure) == 2, figure
+    assert "gradient checkpointing on" in printed and "attention plain" in printed
+    assert "fraction of bf16 peak" not in printed  # a CPU has no GPU peak to compare with
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == 2  # appended, not overwritten
+    record = lines[0]
+    assert record["model"] == demo.model.name and record["unet_parameters"] == 2_446_788  # the demo's U-Net
+    assert record["load_seconds"] > 0 and record["latent_seconds_per_image"] > 0 and record["text_seconds_per_caption"] > 0
+    assert record["peak_memory_kind"] == "process RSS" and record["peak_memory_bytes"] > 100 * 2**20
+    assert record["gpu"] is None and record["command"].startswith("python -m sd_scripts.bench --checkpoint")
+    assert math.isfinite(record["final_loss"]) and record["lora_change"] > 0
+
+
+def test_a_bf16_autocast_cpu_step_trains(monkeypatch):
+    """bf16 on the CPU (forced on, so the test holds on any CPU): the frozen model in bf16, the loss finite, the LoRA
+    weights move."""
+    import sd_scripts.training.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    base = random_model("tiny")
+    result = run_benchmark(model="tiny", resolution=64, steps=2, warmup_steps=1, precision="bf16", cache_latents=True,
+                           base=base)
+    assert result.precision == "bf16" and base.unet.conv_in.weight.dtype == torch.bfloat16
+    assert math.isfinite(result.final_loss) and result.lora_change > 0
+
+
+def test_the_gpu_ruler_and_peaks_follow_the_issue_and_the_data_sheets():
+    """Issue 14: 1.6 TFLOP per image at 512 px, scaled by the resolution squared; dense bf16 peaks by device name."""
+    from sd_scripts.bench import peak_bf16_tflops, sd15_ruler_tflops
+
+    assert sd15_ruler_tflops(512, 8, 1.0) == pytest.approx(12.8)  # 8 images a second at 512 px
+    assert sd15_ruler_tflops(1024, 1, 2.0) == pytest.approx(3.2)  # 4x the pixels, half a step a second
+    assert peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0 and peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_bf16_tflops("NVIDIA H200") == 989.0 and peak_bf16_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_bf16_tflops("NVIDIA GeForce RTX 4090") == 165.2 and peak_bf16_tflops("NVIDIA L40S") == 362.0
+    assert peak_bf16_tflops("NVIDIA L4") == 121.0 and peak_bf16_tflops("Tesla T4") is None
 
 
 def test_every_network_type_is_specified_as_training_specifies_it():
@@ -43,7 +87,7 @@ def test_every_network_type_is_specified_as_training_specifies_it():
 
 def test_benchmark_compares_network_types_with_lora(capsys):
     assert main(["--model", "tiny", "--resolution", "64", "--steps", "1", "--warmup-steps", "1", "--cache-latents",
-                 "--network", "dylora", "locon", "--network-args", "unit=2", "--rounds", "2"]) == 0
+                 "--network", "dylora", "locon", "--network-args", "unit=2", "--rounds", "2", "--no-json-log"]) == 0
     printed = capsys.readouterr().out
     table = printed[printed.index("ratio to LoRA"):].splitlines()[1:]
     assert [line.split()[0] for line in table] == ["LoRA", "DyLoRA", "LoCon"]  # LoRA, measured too, comes first

@@ -150,7 +150,7 @@ def test_constant_schedule_with_warmup_says_the_warmup_is_unused():
 def test_fp16_on_cpu_falls_back_to_fp32_with_a_note():
     assert resolve_mixed_precision("fp16", cuda=False)[0] == "no"
     assert resolve_mixed_precision("fp16", cuda=False)[1]
-    assert resolve_mixed_precision("bf16", cuda=False) == ("bf16", [])
+    assert resolve_mixed_precision("bf16", cuda=False, cpu_bf16=True) == ("bf16", [])
     assert resolve_mixed_precision("no", cuda=False) == ("no", [])
 
 

@@ -127,21 +127,22 @@ def load_vae(path: str | os.PathLike) -> AutoencoderKL:
 
 
 def model_from_shipped_configs(version: str) -> BaseModel:
-    """A model of the family `version` (SD_V1 or SDXL) with random weights, built from the shipped configs: for
-    benchmarks where no checkpoint is at hand, or, under accelerate's init_empty_weights, for real shapes only."""
+    """A model of the family `version` (SD_V1, SD_V2, SD_V2_V or SDXL) with random weights, built from the shipped
+    configs: for benchmarks where no checkpoint is at hand, or, under accelerate's init_empty_weights, for real shapes
+    only."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    sdxl = version == SDXL
-    tokenizer, tokenizer_2 = load_sdxl_tokenizers() if sdxl else (load_tokenizer(False), None)
+    sdxl, v2 = version == SDXL, version in (SD_V2, SD_V2_V)
+    tokenizer, tokenizer_2 = load_sdxl_tokenizers() if sdxl else (load_tokenizer(v2), None)
     return BaseModel(
         unet=UNet2DConditionModel.from_config(component_config(version, "unet")),
         vae=AutoencoderKL.from_config(component_config(version, "vae")),
         text_encoder=CLIPTextModel(CLIPTextConfig(**component_config(version, "text_encoder"))),
         tokenizer=tokenizer,
         version=version,
-        v2=False,
-        v_parameterization=False,
+        v2=v2,
+        v_parameterization=version == SD_V2_V,
         path="",
         text_encoder_2=(CLIPTextModelWithProjection(CLIPTextConfig(**component_config(version, "text_encoder_2")))
                         if sdxl else None),

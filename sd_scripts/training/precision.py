@@ -15,17 +15,22 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from sd_scripts.training.processes import process_group_kwargs, use_cpu_processes
+from sd_scripts.cpu_features import cpu_has_native_bf16
+from sd_scripts.training.processes import launched_processes, process_group_kwargs, use_cpu_processes
 
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_mixed_precision(requested: str, cuda: bool) -> tuple[str, list[str]]:
-    """The precision that makes sense on this machine: fp16 is a GPU format, bf16 needs a recent GPU (or a CPU)."""
+def resolve_mixed_precision(requested: str, cuda: bool, cpu_bf16: bool | None = None) -> tuple[str, list[str]]:
+    """The precision that makes sense on this machine: fp16 is a GPU format, bf16 needs a recent GPU or a CPU with
+    bf16 instructions (`cpu_bf16`; None: read this CPU's flags). Elsewhere oneDNN emulates bf16, slower than fp32."""
     if requested == "fp16" and not cuda:
         return "no", ["fp16 mixed precision needs an NVIDIA GPU; training in full precision (fp32) on the CPU instead."]
     if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
         return "fp16", ["This GPU does not support bf16; training with fp16 mixed precision instead."]
+    if requested == "bf16" and not cuda and not (cpu_has_native_bf16() if cpu_bf16 is None else cpu_bf16):
+        return "no", ["This CPU has no bf16 instructions (AVX512-BF16 or AMX), where bf16 gains nothing over fp32; "
+                      "training in full precision (fp32) instead."]
     return requested, []
 
 
@@ -41,8 +46,10 @@ def create_accelerator(mixed_precision: str) -> Accelerator:
     Under `accelerate launch` it joins the process group as `sd_scripts.training.processes` sets it up.
     """
     reset_accelerate_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=use_cpu_processes(),
-                       kwargs_handlers=[process_group_kwargs()])
+    # A lone process gets accelerate's defaults: a process-group backend given to it would make accelerate look for
+    # a group that was never started.
+    handlers = [process_group_kwargs()] if launched_processes() > 1 else []
+    return Accelerator(mixed_precision=mixed_precision, cpu=use_cpu_processes(), kwargs_handlers=handlers)
 
 
 def configure_attention(unet: torch.nn.Module, vae: torch.nn.Module, *, xformers: bool, on_cuda: bool) -> list[str]:
