@@ -70,7 +70,15 @@ def one_thread():
 
 
 @pytest.fixture
-def clock(monkeypatch) -> list[float]:
+def released(monkeypatch) -> list[int]:
+    """Counts the queue's memory releases between runs instead of collecting garbage (seconds with torch loaded)."""
+    calls: list[int] = []
+    monkeypatch.setattr(queue_module, "release_memory", lambda: calls.append(1))
+    return calls
+
+
+@pytest.fixture
+def clock(monkeypatch, released) -> list[float]:
     """The queue's clock, moved on by the fake runs, so the summary's durations are known exactly."""
     now = [1000.0]
     monkeypatch.setattr(queue_module.time, "monotonic", lambda: now[0])
@@ -220,7 +228,7 @@ def test_a_stopped_toml_keeps_its_comments_and_gets_one_resume_line(tmp_path, cl
                                                                               "3_last.json"]
 
 
-def test_files_edited_removed_or_added_while_the_queue_runs(tmp_path, clock):
+def test_files_edited_removed_or_added_while_the_queue_runs(tmp_path, clock, released):
     for number in (1, 2, 3, 4):
         write_settings(tmp_path, f"{number}.json", net_dim=number)
     trained: list[tuple[int, tuple[int, int]]] = []
@@ -239,6 +247,7 @@ def test_files_edited_removed_or_added_while_the_queue_runs(tmp_path, clock):
     lines: list[str] = []
     summary = run_queue(tmp_path, run_one, report=lines.append)
     assert trained == [(1, (1, 4)), (20, (2, 4)), (4, (4, 4)), (5, (5, 5))]  # read at its turn; the added one last
+    assert len(released) == 4  # the memory a run left is released after each run
     assert "[3/4] 3.json: it was removed from the queue folder before its turn, so nothing ran." in lines
     assert summary.text().splitlines() == [
         "Queue finished: 4 of 5 trainings worked, 0 failed, 1 removed.",
@@ -253,7 +262,7 @@ def test_files_edited_removed_or_added_while_the_queue_runs(tmp_path, clock):
         tmp_path / "complete" / "0_added.json"]
 
 
-def test_a_second_queue_on_the_same_folder_refuses_with_one_sentence(tmp_path):
+def test_a_second_queue_on_the_same_folder_refuses_with_one_sentence(tmp_path, released):
     write_settings(tmp_path, "1.json", net_dim=4)
     training, finish = threading.Event(), threading.Event()
     outcome: list = []
@@ -302,7 +311,7 @@ def finished_process() -> tuple[int, float]:
 
 
 @pytest.mark.parametrize("holder", ["ended", "id reused"])
-def test_a_lock_left_by_a_queue_that_is_gone_is_taken_over_with_a_note(tmp_path, holder):
+def test_a_lock_left_by_a_queue_that_is_gone_is_taken_over_with_a_note(tmp_path, holder, released):
     pid, started = finished_process() if holder == "ended" else (psutil.Process().pid, 12345.5)
     (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": pid, "started": started}), encoding="utf-8")
     write_settings(tmp_path, "1.json", net_dim=4)
