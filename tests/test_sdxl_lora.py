@@ -16,8 +16,10 @@ import re
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from network_tables import SGM_TE2_PARTS, SGM_TE2_QKV, SGM_UNET, sgm_file_weight, single_file_shapes
+from test_train_fixtures import demo_args
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.base import NetworkSpec
 from sd_scripts.networks.blocks import block_lr_weights, block_ranks
@@ -26,6 +28,8 @@ from sd_scripts.networks.file_kinds import file_network_module, require_file_fit
 from sd_scripts.networks.kinds import NETWORK_TYPES, block_counts, parse_network_args
 from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.saving.lora_file import save_lora
+from sd_scripts.train import train
+from sd_scripts.training import loop
 
 # Linear layers of an SGM transformer (its `.1` part) that kohya's LoRA trains: proj_in/out, attn1/2, ff.
 LORA_LEAVES = re.compile(r"\.(proj_in|proj_out|attn[12]\.to_(q|k|v|out\.0)|ff\.net\.(0\.proj|2))\.weight$")
@@ -215,6 +219,27 @@ def test_sdxl_network_files_are_told_from_their_names_and_the_other_family_is_re
     lycoris_locon = ["lora_unet_input_blocks_0_0.lora_down.weight", "lora_unet_input_blocks_0_0.lora_up.weight"]
     assert file_network_module(lycoris_locon, {}) == "lycoris.kohya"
     assert file_network_module(sdxl_keys[:1], {}) == "networks.lora"
+
+
+def test_a_lora_to_continue_from_of_the_other_family_is_refused_before_the_model_loads(demo, tiny_sdxl_files, tmp_path,
+                                                                                        monkeypatch):
+    loads = []
+    monkeypatch.setattr(loop, "load_base_model", lambda *args, **kwargs: loads.append(args))
+    xl_lora, sd_lora = tmp_path / "xl_style.safetensors", tmp_path / "sd_style.safetensors"
+    save_file({"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": torch.zeros(2, 64)}, str(xl_lora))
+    save_file({"lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 32)}, str(sd_lora))
+    sd_model, xl_model = demo.model, tiny_sdxl_files[0]
+    for model, weights, sentence in (
+        (sd_model, xl_lora, "The LoRA to continue from, xl_style.safetensors, was made for SDXL models but the base "
+                            "model is SD 1.x/2.x; choose an SDXL base model or a file made for SD 1.x/2.x."),
+        (xl_model, sd_lora, "The LoRA to continue from, sd_style.safetensors, was made for SD 1.x/2.x models but the "
+                            "base model is SDXL; choose an SD 1.x/2.x base model or a file made for SDXL."),
+    ):
+        for dim_from_weights in (False, True):  # taking the file's own shape does not make it fit the other family
+            result = train(demo_args(demo, demo.images, tmp_path / "out", pretrained_model_name_or_path=str(model),
+                                     network_weights=str(weights), dim_from_weights=dim_from_weights))
+            assert (result.ok, result.message) == (False, sentence)
+    assert loads == []  # refused from the two files' headers: no model was loaded
 
 
 def test_a_real_size_sdxl_gets_the_kohya_module_counts():

@@ -433,7 +433,7 @@ class TrainingSession:
         self.network.train()  # DyLoRA's random rank and the dropouts act in training mode only
         self.optimizer.train()  # schedule-free optimizers step in train mode (a no-op for the others)
         if args.sample_at_first and position.global_step == 0:
-            self.make_samples("000000")
+            self.make_samples("e000000")  # sd-scripts samples at first as epoch 0
         accumulation = args.gradient_accumulation_steps
         for epoch in range(position.epoch, length.epochs + 1):
             batch_specs = epoch_batches(self.plan, epoch)
@@ -467,12 +467,13 @@ class TrainingSession:
                 )
                 self.on_event(stepped)
                 self.logs.record_step(stepped)
+                # sd-scripts samples after every step before it checks for the end, so the last step's too
+                if not args.sample_every_n_epochs and args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
+                    self.make_samples(f"{step:06d}")
                 if step >= length.total_steps:
                     break
                 if args.save_every_n_steps and step % args.save_every_n_steps == 0:
                     self.save(self.outputs.after_step(step), epoch, final=False)
-                if not args.sample_every_n_epochs and args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
-                    self.make_samples(f"{step:06d}")
             epoch_end = EpochEnd(epoch=epoch, epochs=length.epochs, average_loss=average.mean())
             self.on_event(epoch_end)
             self.logs.record_epoch(epoch_end)
@@ -655,4 +656,3 @@ def _describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
-

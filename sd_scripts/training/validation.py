@@ -14,8 +14,14 @@ from sd_scripts.args import (
 )
 from sd_scripts.dataset.plan import DatasetPlan
 from sd_scripts.errors import UserFacingError
+from sd_scripts.models.checkpoint_header import read_model_family
 from sd_scripts.networks.blocks import block_lr_weights, block_ranks
-from sd_scripts.networks.file_kinds import file_lycoris_algo, file_network_module, read_file_keys
+from sd_scripts.networks.file_kinds import (
+    file_lycoris_algo,
+    file_network_module,
+    read_file_keys,
+    require_file_fits_model,
+)
 from sd_scripts.networks.kinds import LYCORIS_MODULE, network_type_of, parse_network_args
 from sd_scripts.optimizer_kinds import (
     check_optimizer_options,
@@ -98,7 +104,7 @@ def validate_args(args: TrainArgs) -> None:
         value = getattr(args, name)
         if value and not Path(value).is_file():
             raise UserFacingError(f"The {name.replace('_', ' ')} file {value} does not exist; check the path.")
-    if args.network_weights and not args.dim_from_weights and args.network_weights.endswith(".safetensors"):
+    if args.network_weights and args.network_weights.endswith(".safetensors"):
         _check_weights_fit_network(args)
     if args.resume and not Path(args.resume).is_dir():
         raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
@@ -178,11 +184,18 @@ def _trained_learning_rates(args: TrainArgs, network_options: dict) -> set[float
 
 
 def _check_weights_fit_network(args: TrainArgs) -> None:
-    """A LoRA to continue from must be of the network type being trained, unless its own shape is taken."""
+    """A LoRA to continue from must be made for the base model's family (SDXL or SD 1.x/2.x, from both files'
+    headers), and of the network type being trained unless its own shape is taken."""
     try:
         keys, metadata = read_file_keys(args.network_weights)
     except UserFacingError as unreadable:
         raise UserFacingError(f"The LoRA to continue from (network_weights) cannot be used: {unreadable}") from None
+    family = read_model_family(args.pretrained_model_name_or_path)
+    if family.version is not None:  # a .ckpt's family is known once it loads, where the network checks it again
+        require_file_fits_model(f"The LoRA to continue from, {Path(args.network_weights).name},", keys, metadata,
+                                model_is_sdxl=family.is_sdxl)
+    if args.dim_from_weights:
+        return
     module = file_network_module(keys, metadata)
     algo = file_lycoris_algo(keys) if module == LYCORIS_MODULE else None
     kind = network_type_of(args.network_module, args.network_args)
