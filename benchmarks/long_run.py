@@ -6,7 +6,9 @@ handles leak, and does the output folder hold exactly the files the settings ask
 
 The model and images are the demo's (`sd_scripts.demo.build_demo` in build/demo, as `--demo` builds them), the
 settings the demo run's (`wizard.runner.demo_config`) with the length, the saves (every few epochs, the newest few
-kept, each with its resumable state) and the samples changed. The images get one repeat instead of ten, so an epoch
+kept, each with its resumable state) and the samples changed; the settings JSON is saved beside the outputs as the
+demo saves it, and the tag list (written once by the wizard before training) is left out: the trainer is what runs
+long. The images get one repeat instead of ten, so an epoch
 is 5 steps and hundreds of epochs take minutes on a CPU. Every `--probe-every` steps the trainer's Step event
 records the process's RSS (and on CUDA the allocator's allocated and reserved bytes) and the open file descriptors
 (/proc/self/fd, so Linux only). Warm-up ends once every kind of output has been written and the first old save
