@@ -198,6 +198,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise UserFacingError(f"The settings file {path} does not exist; check the path and try again.") from None
+    except UnicodeDecodeError:
+        raise UserFacingError(f"The settings file {path} is not UTF-8 text (TOML always is); save it again as "
+                              "UTF-8.") from None
+    except OSError as exc:
+        raise UserFacingError(f"The settings file {path} cannot be read ({exc.strerror}); check it and try "
+                              "again.") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserFacingError(f"The settings file {path} is not valid TOML ({exc}); fix that line or save it again.") from None
 

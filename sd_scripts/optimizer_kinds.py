@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.untrusted import shown
 
 # The option the wizard puts in for the learning-rate-free optimizers that take it, as the popups did for
 # DAdaptation (without it LoRAs come out blank). Prodigy's use_bias_correction and safeguard_warmup are left to the
@@ -171,6 +172,12 @@ def optimizer_class(kind: OptimizerKind) -> type:
             f"The optimizer '{kind.name}' is not supported: {module_name} has no class {class_name}; choose one of "
             f"{', '.join(OFFERED_OPTIMIZERS)} or write a class as module.Class."
         )
+    # A settings file names the class; only an optimizer is ever built from it (not, say, subprocess.Popen).
+    if not any(base.__name__ == "Optimizer" and base.__module__.startswith("torch.optim") for base in found.__mro__):
+        raise UserFacingError(
+            f"The optimizer '{kind.name}' names {module_name}.{class_name}, which is not an optimizer (a subclass of "
+            f"torch.optim.Optimizer); choose one of {', '.join(OFFERED_OPTIMIZERS)}."
+        )
     return found
 
 
@@ -191,13 +198,13 @@ def parse_optimizer_args(items: list[str]) -> dict[str, Any]:
     for piece in pieces:
         key, equals, text = piece.partition("=")
         if not equals or not key or not text:
-            raise UserFacingError(f"The optimizer option '{piece}' is not of the form name=value; write it like "
+            raise UserFacingError(f"The optimizer option '{shown(piece)}' is not of the form name=value; write it like "
                                   "weight_decay=0.01.")
-        try:
+        try:  # literals only: a call, a name or an attribute (`__import__('os')...`) is refused, never run
             options[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             raise UserFacingError(
-                f"The optimizer option '{piece}' has a value that is not a number, True/False or a list; "
+                f"The optimizer option '{shown(piece)}' has a value that is not a number, True/False or a list; "
                 "put text values in quotes, like name='value'."
             ) from None
     return options

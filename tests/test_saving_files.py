@@ -151,7 +151,7 @@ class NotATensor:
 def test_reading_never_runs_code_and_explains_bad_files(tmp_path):
     pickled = tmp_path / "evil.ckpt"
     torch.save({"lora_unet_x.alpha": NotATensor()}, pickled)
-    with pytest.raises(UserFacingError, match="not a readable LoRA checkpoint"):
+    with pytest.raises(UserFacingError, match="evil.ckpt contains code, not only weights"):
         load_lora_file(pickled)
     garbage = tmp_path / "broken.safetensors"
     garbage.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")

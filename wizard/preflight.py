@@ -21,11 +21,17 @@ from typing import Callable
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.dataset import DatasetPlan, DatasetSettings, Subset, scan_dataset
+from sd_scripts.dataset.plan import DatasetProblems
 from sd_scripts.errors import UserFacingError
 from sd_scripts.training.length import RunLength, plan_run_length
 from sd_scripts.training.length import resolve_warmup_steps
 from sd_scripts.networks.kinds import network_type_of, parse_network_args
-from sd_scripts.training.validation import caches_text_encoder_outputs, validate_args
+from sd_scripts.training.validation import (
+    caches_text_encoder_outputs,
+    check_input_files,
+    check_output_folder,
+    validate_args,
+)
 from wizard.askers.base import Asker, ReportAction, line_up_columns
 from wizard.askers.console import ConsoleAsker
 from wizard.config import TrainConfig, trains_sdxl
@@ -284,8 +290,12 @@ def preflight_report(
     """
     try:
         args = to_train_args(config)
-        validate_args(args)
-        plan = scan_dataset(DatasetSettings.from_train_args(args))
+    except UserFacingError as problem:
+        return Preflight(problem=str(problem))
+    plan, problem = check_before_loading(args)
+    if plan is None:
+        return Preflight(problem=problem)
+    try:
         length = plan_run_length(plan.batches_per_epoch, args.gradient_accumulation_steps, args.max_train_steps,
                                  args.max_train_epochs)
         warmup_steps = resolve_warmup_steps(args.lr_warmup_steps, length.total_steps)
@@ -318,6 +328,37 @@ def preflight_report(
         disks=_disk_checks(args, plan, length, lora, size),
         warnings=list(plan.warnings),
     )
+
+
+def check_before_loading(args: TrainArgs) -> tuple[DatasetPlan | None, str | None]:
+    """The dataset plan, or every problem the settings, the model files and the dataset have, in one text.
+
+    Each check runs even when an earlier one failed (the settings, the model and output files, the images), so
+    the user meets all the mistakes at once; nothing here loads a model or writes a file."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    plan = None
+    checks = [validate_args, check_output_folder]
+    if args.pretrained_model_name_or_path:  # validate_args names a missing one
+        checks.append(check_input_files)
+    for check in checks:
+        try:
+            check(args)
+        except UserFacingError as problem:
+            problems.append(str(problem))
+    try:
+        if args.train_data_dir or args.dataset_config:  # validate_args names a missing one
+            plan = scan_dataset(DatasetSettings.from_train_args(args))
+    except DatasetProblems as found:
+        problems += found.problems
+        warnings = found.warnings
+    except UserFacingError as problem:
+        problems.append(str(problem))
+    if not problems:
+        return plan, None
+    if len(problems) == 1 and not warnings:
+        return None, problems[0]
+    return None, DatasetProblems(problems, warnings).message
 
 
 def confirm_preflight(config: TrainConfig, asker: Asker) -> ReportAction:

@@ -11,8 +11,9 @@ import random
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
+from sd_scripts.dataset.subsets import exif_orientation
 from sd_scripts.errors import UserFacingError
 
 HUE_SHIFT_LIMIT = 8  # sd-scripts' limit, in OpenCV hue units (half-degrees of a 180-unit circle)
@@ -21,15 +22,31 @@ COLOR_AUG_PROBABILITY = 0.33
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """The image as RGB (an alpha channel is dropped, as sd-scripts drops it); a damaged file is named in the error."""
+    """The image as RGB, upright as its EXIF orientation says (the scan reads the same upright size); an alpha
+    channel is dropped, as sd-scripts drops it; 16-bit greys are scaled to 8 bits (Pillow's own conversion clips
+    them to white). A damaged file is named in the error."""
     try:
         with Image.open(path) as image:
             image.load()
-            return image if image.mode == "RGB" else image.convert("RGB")
+            if exif_orientation(image) != 1:
+                image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise UserFacingError(
             f"The image {path} cannot be read (damaged or not really an image); remove or replace it."
         ) from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode a PNG, JPEG, WEBP or BMP opens in (CMYK, palette, grey, 16-bit grey, with alpha)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I"):  # 16-bit greys ("I;16", or "I" holding 0-65535)
+        grey = np.clip(np.asarray(image, dtype=np.float64) / 257.0, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # as Pillow asks for palette transparency; the alpha is dropped next
+    return image.convert("RGB")
 
 
 def fit_to_bucket(

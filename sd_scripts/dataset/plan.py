@@ -4,6 +4,10 @@ The plan holds the subsets and their images (sizes, captions, repeats), the buck
 of an epoch, the tag frequency, the warnings for the user, and the `ss_*` metadata sd-scripts writes about its
 dataset. The wizard's pre-flight report reads it before torch is imported; the training loop then draws the batches
 of each epoch from it (`epoch_batches`) and loads them (`load_batch`).
+
+The scan reads everything before it judges: every folder, caption and image is looked at, and when something blocks
+training, one `DatasetProblems` lists all of it (with the warnings), so a user fixes the dataset in one go instead of
+meeting the next mistake at the next try.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sd_scripts.dataset.regularization import balance_regularization
 from sd_scripts.dataset.settings import DatasetParams, DatasetSettings
 from sd_scripts.dataset.subsets import ImageRecord, Subset, read_subset
 from sd_scripts.errors import UserFacingError
+from sd_scripts.untrusted import shown
 
 
 @dataclass
@@ -137,19 +142,43 @@ class DatasetPlan:
         return {key: str(value) for key, value in metadata.items()}
 
 
+class DatasetProblems(UserFacingError):
+    """Everything that stops this dataset from training, found in one scan, with the warnings found beside it."""
+
+    def __init__(self, problems: list[str], warnings: list[str]) -> None:
+        self.problems, self.warnings = list(problems), list(warnings)
+        if len(problems) == 1 and not warnings:
+            message = problems[0]
+        else:
+            lines = [f"{len(problems)} problems must be fixed before training can start:"
+                     if len(problems) > 1 else "A problem must be fixed before training can start:"]
+            lines += [f"- {problem}" for problem in problems]
+            if warnings:
+                lines.append("Also worth a look (these alone would not stop training):")
+                lines += [f"- {warning}" for warning in warnings]
+            message = "\n".join(lines)
+        super().__init__(message)
+
+
 def scan_dataset(settings: DatasetSettings) -> DatasetPlan:
-    """Read the folders (or the dataset_config), captions and image sizes; bucket, balance and count everything."""
+    """Read the folders (or the dataset_config), captions and image sizes; bucket, balance and count everything.
+
+    Raises `DatasetProblems` naming every blocking problem at once (a single problem is its own sentence)."""
     warnings: list[str] = []
+    problems: list[str] = []
     seed = settings.seed if settings.seed is not None else random.randint(0, 2**32)
     if settings.dataset_config:
         layouts = read_dataset_config(settings.dataset_config, settings)
     else:
-        layouts = [(_params_from_settings(settings), _subsets_from_folders(settings, warnings))]
+        layouts = [(_params_from_settings(settings), _subsets_from_folders(settings, warnings, problems))]
     subsets: list[Subset] = []
     images: list[ImageRecord] = []
-    datasets = [_build_dataset(params, layout_subsets, subsets, images, warnings) for params, layout_subsets in layouts]
+    datasets = [_build_dataset(params, layout_subsets, subsets, images, warnings, problems)
+                for params, layout_subsets in layouts]
+    if problems:
+        raise DatasetProblems(problems, warnings)
     if not any(dataset.num_train_images for dataset in datasets):
-        raise _no_images_error(settings, subsets)
+        raise DatasetProblems([_no_images_message(settings, subsets)], [])  # the sentence says why
     return DatasetPlan(
         settings=settings,
         seed=seed,
@@ -177,13 +206,15 @@ def _params_from_settings(settings: DatasetSettings) -> DatasetParams:
     )
 
 
-def _subsets_from_folders(settings: DatasetSettings, warnings: list[str]) -> list[Subset]:
+def _subsets_from_folders(settings: DatasetSettings, warnings: list[str], problems: list[str]) -> list[Subset]:
     if not settings.train_data_dir:
         raise UserFacingError("No training image folder is set; choose the folder that holds your image subfolders.")
     options = settings.subset_options()
-    subsets = discover_subsets(settings.train_data_dir, is_reg=False, options=options, warnings=warnings)
+    subsets = discover_subsets(settings.train_data_dir, is_reg=False, options=options, warnings=warnings,
+                               problems=problems)
     if settings.reg_data_dir:
-        subsets += discover_subsets(settings.reg_data_dir, is_reg=True, options=options, warnings=warnings)
+        subsets += discover_subsets(settings.reg_data_dir, is_reg=True, options=options, warnings=warnings,
+                                    problems=problems)
     return subsets
 
 
@@ -230,15 +261,23 @@ def _build_dataset(
     all_subsets: list[Subset],
     images: list[ImageRecord],
     warnings: list[str],
+    problems: list[str],
 ) -> ImageDataset:
-    """Read the subsets, register their images as sd-scripts does (training first, then balanced regularization)."""
-    params = _checked_params(params, warnings)
+    """Read the subsets, register their images as sd-scripts does (training first, then balanced regularization).
+
+    A bucket setting that cannot work is one more problem: the images are still read, so theirs are found too."""
+    try:
+        params = _checked_params(params, warnings)
+        params_work = True
+    except UserFacingError as problem:
+        problems.append(problem.message)
+        params_work = False
     used_subsets: list[Subset] = []
     tag_frequency: dict[str, dict[str, int]] = {}
     train_images: list[ImageRecord] = []
     reg_images: list[ImageRecord] = []
     for subset in subsets:
-        read_subset(subset, len(all_subsets), warnings)
+        read_subset(subset, len(all_subsets), warnings, problems)
         all_subsets.append(subset)
         add_tag_frequency(tag_frequency, subset.name, [image.caption for image in subset.images])
         if not subset.images:
@@ -255,7 +294,9 @@ def _build_dataset(
     first_index = len(images)
     images.extend(train_images + reg_images)
     registered = [index for index in range(first_index, len(images)) if images[index].num_repeats > 0]
-    buckets, mean_ar_error = _assign_buckets(params, images, registered, all_subsets)
+    buckets, mean_ar_error = [], None
+    if params_work:
+        buckets, mean_ar_error = _assign_buckets(params, images, registered, all_subsets, problems)
     return ImageDataset(
         params=params,
         subsets=used_subsets,
@@ -268,7 +309,8 @@ def _build_dataset(
 
 
 def _assign_buckets(
-    params: DatasetParams, images: list[ImageRecord], registered: list[int], subsets: list[Subset]
+    params: DatasetParams, images: list[ImageRecord], registered: list[int], subsets: list[Subset],
+    problems: list[str],
 ) -> tuple[list[Bucket], float | None]:
     predefined: list[tuple[int, int]] = []
     if params.enable_bucket and not params.bucket_no_upscale:
@@ -276,13 +318,19 @@ def _assign_buckets(
             params.resolution, params.min_bucket_reso, params.max_bucket_reso, params.bucket_reso_steps
         )
     errors = []
+    placed = []
     for index in registered:
         image = images[index]
-        choice = _choose_bucket(params, image, predefined, subsets[image.subset_index].options.random_crop)
+        try:
+            choice = _choose_bucket(params, image, predefined, subsets[image.subset_index].options.random_crop)
+        except UserFacingError as problem:  # an image that fits no training size: named with the others
+            problems.append(problem.message)
+            continue
+        placed.append(index)
         image.bucket, image.resized_size, image.ar_error = choice.bucket, choice.resized_size, choice.ar_error
         errors.append(abs(choice.ar_error))
-    buckets = {resolution: Bucket(resolution, []) for resolution in sorted({images[i].bucket for i in registered})}
-    for index in registered:
+    buckets = {resolution: Bucket(resolution, []) for resolution in sorted({images[i].bucket for i in placed})}
+    for index in placed:
         buckets[images[index].bucket].entries.extend([index] * images[index].num_repeats)
     mean_ar_error = float(np.mean(np.array(errors))) if params.enable_bucket and errors else None
     return list(buckets.values()), mean_ar_error
@@ -325,16 +373,14 @@ def add_tag_frequency(frequency: dict[str, dict[str, int]], folder: str, caption
                 counts[tag] = counts.get(tag, 0) + 1
 
 
-def _no_images_error(settings: DatasetSettings, subsets: list[Subset]) -> UserFacingError:
-    unreadable = [path.name for subset in subsets for path in subset.unreadable_images]
+def _no_images_message(settings: DatasetSettings, subsets: list[Subset]) -> str:
+    unreadable = [shown(path.name) for subset in subsets for path in subset.unreadable_images]
     if unreadable:
-        return UserFacingError(
-            f"No training image can be read ({', '.join(unreadable[:5])} are damaged or not images); add readable "
-            f"PNG, JPG, WEBP or BMP images."
-        )
+        return (f"No training image can be used ({', '.join(unreadable[:5])} cannot be read or are too large); add "
+                "readable PNG, JPG, WEBP or BMP images.")
     folders = ", ".join(str(subset.image_dir) for subset in subsets if not subset.is_reg)
     where = folders or settings.dataset_config or settings.train_data_dir
-    return UserFacingError(f"No training images were found in {where}; {NAMING_ADVICE} (PNG, JPG, WEBP or BMP).")
+    return f"No training images were found in {where}; {NAMING_ADVICE} (PNG, JPG, WEBP or BMP)."
 
 
 def _dir_info(subset: Subset) -> dict[str, int]:

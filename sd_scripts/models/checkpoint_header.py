@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import pickletools
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +60,23 @@ NOT_A_BASE_MODEL = {
     ),
 }
 FAMILY_NAMES = {SD_V1: "SD 1.x", SD_V2: "SD 2.x", SD_V2_V: "SD 2.x", SDXL: "SDXL"}
+
+# What a checkpoint's pickle may name: tensors, storages and plain containers. Anything else (os.system,
+# builtins.exec, a training framework's objects) means the file carries code; torch.load(weights_only=True) refuses
+# it when loading too, and the pre-flight check says so before anything loads.
+PICKLE_SAFE_MODULES = ("torch", "collections", "_codecs")
+PICKLE_SAFE_NAMES = {
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "bytearray"),
+    ("builtins", "slice"), ("__builtin__", "set"), ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+}
+LEGACY_PICKLES = 4  # torch's pre-1.6 format: magic number, protocol, system info, then the object
+CONTAINS_CODE = ("{name} contains code, not only weights, and was not opened for your safety; use a .safetensors "
+                 "version of this model instead.")
+# The parts a diffusers model folder needs, by pipeline family.
+DIFFUSERS_PARTS = ("unet", "vae", "text_encoder")
+SDXL_DIFFUSERS_PARTS = (*DIFFUSERS_PARTS, "text_encoder_2")
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,112 @@ def describe(version: str | None, v_prediction: bool | None) -> str:
     if v_prediction is None:
         return f"{name} (the file does not say whether it predicts noise or velocity)"
     return f"{name} ({'v-prediction' if v_prediction else 'noise prediction (epsilon)'}, stated in the file)"
+
+
+def check_model_files(base_model: str | os.PathLike, vae: str | os.PathLike | None = None) -> ModelFamily:
+    """Everything about the base model (and a separate VAE) that can be known without loading it: the family
+    (`read_model_family`'s refusals), a file cut short, a pickle that would run code, a diffusers folder missing a
+    part. The trainer and the pre-flight report call it before any model loads."""
+    path = Path(base_model).expanduser()
+    family = read_model_family(path)
+    if path.is_dir():
+        parts = SDXL_DIFFUSERS_PARTS if family.is_sdxl else DIFFUSERS_PARTS
+        missing = [part for part in parts if not _has_weights(path / part)]
+        if missing:
+            raise UserFacingError(f"The diffusers model folder {path} has no complete {', '.join(missing)} "
+                                  "(a config.json and its weights); copy or download the whole model folder again.")
+    else:
+        check_complete(path)
+    if vae:
+        vae_path = Path(vae).expanduser()
+        if not vae_path.exists():
+            raise UserFacingError(f"The VAE {vae_path} does not exist; check the path and choose the VAE again.")
+        if vae_path.is_file():
+            if vae_path.suffix.lower() not in (".safetensors", *PICKLE_SUFFIXES):
+                raise UserFacingError(f"{vae_path.name} is not a VAE file this trainer can read; choose a "
+                                      ".safetensors or .ckpt VAE.")
+            if vae_path.suffix.lower() == ".safetensors":
+                read_safetensors_header(vae_path)
+            check_complete(vae_path)
+    return family
+
+
+def check_complete(path: Path) -> None:
+    """A .safetensors file as long as its header says; a pickle checkpoint whole and naming only tensors."""
+    if path.suffix.lower() == ".safetensors":
+        with open(path, "rb") as handle:
+            length = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(length))
+        end = max((entry.get("data_offsets", [0, 0])[1] for key, entry in header.items()
+                   if key != "__metadata__" and isinstance(entry, dict)), default=0)
+        size = path.stat().st_size
+        if size < 8 + length + end:
+            raise UserFacingError(f"{path.name} is incomplete ({size:,} of its {8 + length + end:,} bytes); the "
+                                  "download or copy was cut short, download it again.")
+    elif path.suffix.lower() in PICKLE_SUFFIXES:
+        unsafe = next((found for found in pickle_globals(path) if found is None or not _safe_global(*found)), False)
+        if unsafe is not False:
+            raise UserFacingError(CONTAINS_CODE.format(name=path.name))
+
+
+def pickle_globals(path: Path) -> Iterator[tuple[str, str] | None]:
+    """The (module, name) pairs a PyTorch checkpoint's pickle would import, read with pickletools, which only
+    parses (nothing is imported or run); None for one it names in a way that cannot be followed."""
+    damaged = UserFacingError(f"{path.name} is damaged or incomplete (it is not a whole PyTorch checkpoint); "
+                              "download it again.")
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [name for name in archive.namelist() if name.endswith("data.pkl")]
+                if not names:
+                    raise damaged
+                with archive.open(names[0]) as stream:
+                    yield from _stream_globals(stream)
+            return
+        with open(path, "rb") as stream:
+            start = stream.read(2)
+            if start == b"PK":  # a zip whose end (its table of contents) is missing: cut short
+                raise damaged
+            if not start.startswith(b"\x80"):  # every pickle torch writes starts with its protocol
+                raise UserFacingError(f"{path.name} is not a PyTorch checkpoint; choose a .safetensors or .ckpt "
+                                      "Stable Diffusion model.")
+            stream.seek(0)
+            for _ in range(LEGACY_PICKLES):
+                yield from _stream_globals(stream)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile, UnicodeDecodeError):
+        raise damaged from None
+
+
+def _stream_globals(stream) -> Iterator[tuple[str, str] | None]:
+    """The globals of one pickle in `stream`, following the strings pushed and memoised before STACK_GLOBAL."""
+    pushed: list[object] = []  # what each push put on the stack, strings kept, anything else as None
+    memo: dict[int, object] = {}
+    for opcode, argument, _position in pickletools.genops(stream):
+        name = opcode.name
+        if name in ("GLOBAL", "INST"):
+            module, _, attribute = str(argument).partition(" ")
+            yield module, attribute
+        elif name == "STACK_GLOBAL":
+            module, attribute = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+            yield (module, attribute) if isinstance(module, str) and isinstance(attribute, str) else None
+            pushed[-2:] = [None]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = pushed[-1] if pushed else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(argument)] = pushed[-1] if pushed else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            pushed.append(memo.get(int(argument)))
+        elif opcode.stack_after:
+            pushed.append(argument if isinstance(argument, str) else None)
+
+
+def _safe_global(module: str, name: str) -> bool:
+    return module.split(".")[0] in PICKLE_SAFE_MODULES or (module, name) in PICKLE_SAFE_NAMES
+
+
+def _has_weights(part: Path) -> bool:
+    return (part / "config.json").is_file() and any(
+        child.suffix in (".safetensors", ".bin") for child in part.iterdir())
 
 
 def _folder_family(folder: Path) -> ModelFamily:

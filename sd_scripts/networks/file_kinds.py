@@ -13,6 +13,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.untrusted import shown
 from sd_scripts.networks.kinds import KOHYA_DYLORA_MODULE, KOHYA_LORA_MODULE, LYCORIS_MODULE, MODULE_ALIASES
 from sd_scripts.networks.sgm_names import is_sdxl_lora_key
 
@@ -110,5 +111,5 @@ def describe_keys(keys: Collection[str]) -> str:
     if any(key.startswith(("model.diffusion_model.", "first_stage_model.", "cond_stage_model.")) for key in keys):
         return "it is a full Stable Diffusion checkpoint, not a LoRA"
     if any(key.startswith("lora_") for key in keys):
-        return f"its keys (such as {keys[0]}) use tensor names no known network writes"
-    return f"its keys (such as {keys[0]}) are not LoRA keys"
+        return f"its keys (such as {shown(keys[0])}) use tensor names no known network writes"
+    return f"its keys (such as {shown(keys[0])}) are not LoRA keys"

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.untrusted import shown
 
 KOHYA_LORA_MODULE = "networks.lora"
 KOHYA_DYLORA_MODULE = "networks.dylora"
@@ -263,13 +264,13 @@ def parse_network_args(network_module: str, network_args: Iterable[str]) -> dict
         if name not in OPTIONS or not kind.takes(name):
             takes = ", ".join(kind.options) or "no options"
             raise UserFacingError(
-                f"The network option '{key}' does not apply to {kind.name}; remove it ({kind.name} takes {takes})."
+                f"The network option '{shown(key)}' does not apply to {kind.name}; remove it ({kind.name} takes {takes})."
             )
         option = OPTIONS[name]
         try:
             value = option.parse(text)
         except ValueError:
-            raise UserFacingError(f"The network option {key}={text} is not valid; {key} needs {option.expects}.") \
+            raise UserFacingError(f"The network option {shown(key)}={shown(text)} is not valid; {key} needs {option.expects}.") \
                 from None
         options[name] = (not value) if key in NEGATED_ALIASES else value
     if kind.algo is not None:
@@ -286,6 +287,6 @@ def _split(network_args: Iterable[str]) -> dict[str, str]:
     for item in network_args:
         key, equals, value = item.partition("=")
         if not equals or not key.strip():
-            raise UserFacingError(f"The network option '{item}' is not of the form key=value; write it e.g. as conv_dim=8.")
+            raise UserFacingError(f"The network option '{shown(item)}' is not of the form key=value; write it e.g. as conv_dim=8.")
         items[key.strip()] = value.strip()
     return items

@@ -101,9 +101,13 @@ def load_lora_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str,
         return tensors, metadata
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+    except pickle.UnpicklingError:  # weights_only refused what the pickle names: code, not weights
+        raise UserFacingError(f"{path.name} contains code, not only weights, and was not opened for your safety; "
+                              "use a .safetensors version of this LoRA instead.") from None
+    except (RuntimeError, EOFError, OSError):
         raise UserFacingError(
-            f"{path} is not a readable LoRA checkpoint ({error}); use a .safetensors LoRA or a plain state-dict .ckpt."
+            f"{path} is not a readable LoRA checkpoint (damaged or incomplete); use a .safetensors LoRA or a plain "
+            "state-dict .ckpt."
         ) from None
     if not isinstance(loaded, dict) or not all(isinstance(value, torch.Tensor) for value in loaded.values()):
         raise UserFacingError(f"{path} does not hold a plain LoRA state dict; use a .safetensors LoRA instead.")

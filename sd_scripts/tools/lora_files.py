@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.untrusted import shown
 from sd_scripts.networks.file_kinds import LYCORIS_ONLY_SUFFIXES, describe_keys, file_lycoris_algo
 from sd_scripts.networks.file_kinds import KOHYA_PREFIXES, file_network_module, read_file_keys
 from sd_scripts.saving.lora_file import load_lora_file
@@ -103,7 +104,7 @@ def require_kohya_lora(path: Path, keys: list[str], *, what: str) -> None:
                               "choose a LoRA or LoCon file made by sd-scripts or this trainer.")
     missing = [key for key in down_keys if key.removesuffix(DOWN_SUFFIX) + UP_SUFFIX not in keys]
     if missing:
-        raise UserFacingError(f"{path.name} has a lora_down without its lora_up ({missing[0]}); the file is "
+        raise UserFacingError(f"{path.name} has a lora_down without its lora_up ({shown(missing[0])}); the file is "
                               "damaged, choose another.")
 
 

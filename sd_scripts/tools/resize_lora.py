@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from sd_scripts.errors import UserFacingError
+from sd_scripts.untrusted import shown
 from sd_scripts.saving.lora_file import save_lora
 from sd_scripts.tools.cli import Progress, no_progress, run_cli, tqdm_progress
 from sd_scripts.tools.lora_files import LoraReader, new_output
@@ -81,7 +82,7 @@ class ResizeResult:
 
     def report(self) -> str:
         """sd-scripts' --verbose lines: kept rank and retained shares per module, then the mean Frobenius share."""
-        lines = [f"{m.name:75} | sum(S) retained: {m.sum_retained:.1%}, fro retained: {m.fro_retained:.1%}, "
+        lines = [f"{shown(m.name):75} | sum(S) retained: {m.sum_retained:.1%}, fro retained: {m.fro_retained:.1%}, "
                  f"max(S) ratio: {m.max_ratio:0.1f}, dim: {m.new_rank}, alpha: {m.alpha:g}" for m in self.modules]
         shares = [m.fro_retained for m in self.modules]
         lines.append(f"Average Frobenius norm retention: {statistics.mean(shares):.2%} | "
@@ -197,8 +198,11 @@ def _resized_metadata(metadata: dict[str, str], target: ResizeTarget, reports: l
         alphas = {report.alpha for report in reports if report.new_rank == target.rank}
         updated["ss_network_alpha"] = str(alphas.pop()) if len(alphas) == 1 else "Dynamic"
         if target.conv_rank is not None and "ss_network_args" in metadata:
-            network_args = json.loads(metadata["ss_network_args"] or "{}")
-            if "conv_dim" in network_args:
+            try:  # the file's own text: anything but a JSON object is left as it is
+                network_args = json.loads(metadata["ss_network_args"] or "{}")
+            except (json.JSONDecodeError, RecursionError):
+                network_args = None
+            if isinstance(network_args, dict) and "conv_dim" in network_args:
                 network_args["conv_dim"] = str(target.conv_rank)
                 updated["ss_network_args"] = json.dumps(network_args)
     else:

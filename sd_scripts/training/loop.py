@@ -86,7 +86,13 @@ from sd_scripts.training.state import (
     written_by_session,
 )
 from sd_scripts.training.step import NoiseSettings, unet_loss
-from sd_scripts.training.validation import caches_text_encoder_outputs, check_settings_for_model, validate_args
+from sd_scripts.training.validation import (
+    caches_text_encoder_outputs,
+    check_input_files,
+    check_output_folder,
+    check_settings_for_model,
+    validate_args,
+)
 
 logger = logging.getLogger("sd_scripts.train")
 
@@ -96,6 +102,8 @@ class TrainingSession:
 
     def __init__(self, args: TrainArgs, on_event: EventHandler, stop: threading.Event) -> None:
         validate_args(args)
+        check_output_folder(args)  # the output folder and the files to read, not loaded yet (INPUTS, issue 13)
+        check_input_files(args)
         self.notes: list[str] = []
         self.on_event = on_event
         self.stop = stop

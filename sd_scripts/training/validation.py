@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from sd_scripts.args import (
@@ -14,6 +15,7 @@ from sd_scripts.args import (
 )
 from sd_scripts.dataset.plan import DatasetPlan
 from sd_scripts.errors import UserFacingError
+from sd_scripts.models.checkpoint_header import PICKLE_SUFFIXES, check_complete, check_model_files
 from sd_scripts.models.checkpoint_header import read_model_family
 from sd_scripts.networks.blocks import block_lr_weights, block_ranks
 from sd_scripts.networks.file_kinds import (
@@ -109,6 +111,46 @@ def validate_args(args: TrainArgs) -> None:
     if args.resume and not Path(args.resume).is_dir():
         raise UserFacingError(f"The state folder to resume from, {args.resume}, does not exist; check the path.")
     check_log_settings(args)
+
+
+def check_output_folder(args: TrainArgs) -> None:
+    """The output folder lies outside the image folders (samples and LoRAs saved among the images would be trained
+    by the next run) and can be written: probed with a nameless temporary file, which also tells a read-only drive
+    or a network share without rights, where permission bits do not."""
+    if not args.output_dir:
+        return
+    output = Path(args.output_dir).expanduser().resolve()
+    for what, folder in (("training image folder", args.train_data_dir), ("regularization image folder",
+                                                                         args.reg_data_dir)):
+        if folder and output.is_relative_to(Path(folder).expanduser().resolve()):
+            raise UserFacingError(
+                f"The output folder {args.output_dir} is inside the {what} {folder}; choose an output folder outside "
+                "it, or the samples and LoRA files would be mixed with your images and trained by the next run.")
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserFacingError(f"The output folder {args.output_dir} cannot be made because {existing} is a file; "
+                              "choose another output folder.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError:
+        raise UserFacingError(f"The output folder {existing} cannot be written to (it is read-only, or you have no "
+                              "rights there); choose another output folder or change its permissions.") from None
+
+
+def check_input_files(args: TrainArgs) -> None:
+    """The files the run will read, checked from their headers without loading them: the base model and VAE
+    (`check_model_files`), and any pickle among the network weights and the state to resume, which must name only
+    tensors (they are loaded with weights_only=True too; this says so before the model loads)."""
+    check_model_files(args.pretrained_model_name_or_path, args.vae)
+    pickles = [Path(args.network_weights)] if args.network_weights else []
+    if args.resume and Path(args.resume).is_dir():
+        pickles += sorted(Path(args.resume).iterdir())
+    for path in pickles:
+        if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
+            check_complete(path)
 
 
 def caches_text_encoder_outputs(args: TrainArgs) -> bool:

@@ -7,6 +7,11 @@ and the output folder are asked again. The image folders are known by their name
 subfolders) holds all of them, else asked. Settings the metadata does not hold (captions' extension, the scheduler's
 cycles, ...) stay at the wizard's defaults, so the popups ask them.
 
+A LoRA may come from anyone: every metadata value quoted in a note goes through `sd_scripts.untrusted.shown`
+(control characters escaped, 200 characters at most), and the two text settings taken over (output name, training
+comment) are checked like typed answers: an output name must be a plain file name, a comment at most
+`MAX_LOADED_TEXT` characters of printable text.
+
 The run length comes back as the user counted it: in epochs when `ss_max_train_steps` is what that many epochs give
 (sd-scripts' formula), else in steps; either way the same dataset gives the same `ss_max_train_steps`.
 """
@@ -21,14 +26,31 @@ from typing import Any, Callable
 
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.file_kinds import read_file_keys
+from sd_scripts.untrusted import shown
 from wizard.config import OPTIMIZERS, ConfigError, TrainConfig
 from wizard.network_options import network_fields
 
 NONE = "None"
 
 
+MAX_LOADED_TEXT = 1000  # characters of a training comment taken over from a LoRA
+
+
 def _text(value: str) -> str | None:
-    return None if value in (NONE, "") else value
+    """A printable text setting; a value with control characters or longer than MAX_LOADED_TEXT is not taken."""
+    if value in (NONE, ""):
+        return None
+    if len(value) > MAX_LOADED_TEXT or shown(value, MAX_LOADED_TEXT) != value:
+        raise ValueError(value)
+    return value
+
+
+def _file_name(value: str) -> str | None:
+    """An output name: a plain file name, never a path (a LoRA must not choose where the next one is written)."""
+    name = _text(value)
+    if name is not None and (Path(name).name != name or name in (".", "..") or "\\" in name):
+        raise ValueError(value)
+    return name
 
 
 def _number(value: str) -> float | None:
@@ -57,7 +79,7 @@ def _none_means(meaning: Any, convert: Callable[[str], Any]) -> Callable[[str], 
 
 # metadata key -> (wizard field, converter of the metadata string).
 PLAIN_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "ss_output_name": ("change_output_name", _text),
+    "ss_output_name": ("change_output_name", _file_name),
     "ss_learning_rate": ("learning_rate", float),
     "ss_text_encoder_lr": ("text_encoder_lr", _number),
     "ss_unet_lr": ("unet_lr", _number),
@@ -120,22 +142,30 @@ def load(path: str | Path, into: TrainConfig | None = None) -> tuple[TrainConfig
         try:
             config.set(field, value, origin="loaded")
         except ConfigError as exc:
-            notes.append(f"'{key}' ({metadata[key]}) in {path.name} cannot be used: {exc.message}")
+            notes.append(f"'{key}' ({shown(metadata[key])}) in {path.name} cannot be used: {shown(exc.message)}")
 
     for key, (field, convert) in PLAIN_KEYS.items():
         if key in metadata:
             try:
                 value = convert(metadata[key])
             except ValueError:
-                notes.append(f"'{key}' in {path.name} is {metadata[key]!r}, which is not understood; it is asked.")
+                notes.append(f"'{key}' in {path.name} is '{shown(metadata[key])}', which is not understood; it is "
+                             "asked.")
                 continue
             put(field, value, key)
-    _model(metadata, put, notes)
-    _resolution(metadata, put)
-    _length(metadata, put)
-    _network(metadata, put, notes, path.name)
-    _optimizer(metadata, put, notes)
-    _folders(metadata, put, notes, path)
+    readers: list[tuple[str, Callable[[], None]]] = [
+        ("base model", lambda: _model(metadata, put, notes)),
+        ("resolution", lambda: _resolution(metadata, put)),
+        ("length", lambda: _length(metadata, put)),
+        ("network", lambda: _network(metadata, put, notes, path.name)),
+        ("optimizer", lambda: _optimizer(metadata, put, notes)),
+        ("image folders", lambda: _folders(metadata, put, notes, path)),
+    ]
+    for what, read in readers:
+        try:
+            read()
+        except (ValueError, TypeError, OverflowError, AttributeError):  # a value no trainer wrote: asked instead
+            notes.append(f"The {what} settings in the metadata of {path.name} are not understood; they are asked.")
     if "ss_datasets" in metadata:
         notes.append(f"{path.name} was trained from a dataset config; its per-dataset settings (batch size, "
                      "resolution, buckets, caption options) are asked.")
@@ -149,10 +179,10 @@ def _model(metadata: dict[str, str], put: Callable[[str, Any, str], None], notes
     if version.startswith("sd_v2") or version == "sd_v1":
         put("v_parameterization", version == "sd_v2_v", "ss_base_model_version")
     elif version:
-        notes.append(f"The LoRA was trained on a {version} model, which this wizard does not train.")
+        notes.append(f"The LoRA was trained on a {shown(version)} model, which this wizard does not train.")
     name = metadata.get("ss_sd_model_name")
     if name:
-        notes.append(f"It was trained on the base model {name}; choose that model (or another) again.")
+        notes.append(f"It was trained on the base model {shown(name)}; choose that model (or another) again.")
     if metadata.get("ss_full_fp16") == "True":
         notes.append("It was trained with full_fp16, which this wizard does not offer; mixed precision is used.")
 
@@ -200,21 +230,29 @@ def _network(metadata: dict[str, str], put: Callable[[str, Any, str], None], not
     raw_args = metadata.get("ss_network_args") or "{}"
     try:
         arguments = json.loads(raw_args)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        arguments = None
+    if not isinstance(arguments, dict):
         arguments = {}
-        notes.append(f"The network arguments of {name} ({raw_args}) cannot be read; they are asked.")
+        notes.append(f"The network arguments of {name} ({shown(raw_args)}) cannot be read; they are asked.")
     items = [f"{key}={value}" for key, value in arguments.items()]
     try:
         fields, ignored = network_fields(module, items)
     except ConfigError as exc:
-        notes.append(f"The network of {name} cannot be trained here ({exc.message}); choose the network type.")
+        notes.append(f"The network of {name} cannot be trained here ({shown(exc.message)}); choose the network "
+                     "type.")
         return
     for field, value in fields.items():
         put(field, value, "ss_network_args" if field != "network_type" else "ss_network_module")
     for key in ignored:
-        notes.append(f"The network argument '{key}' of {name} is not offered by this wizard; it is left out.")
-    put("net_dim", int(metadata.get("ss_network_dim", "4")), "ss_network_dim")
-    put("alpha", float(metadata.get("ss_network_alpha", "1")), "ss_network_alpha")
+        notes.append(f"The network argument '{shown(key)}' of {name} is not offered by this wizard; it is left "
+                     "out.")
+    for key, field, convert, default in (("ss_network_dim", "net_dim", int, "4"),
+                                         ("ss_network_alpha", "alpha", float, "1")):
+        try:
+            put(field, convert(metadata.get(key, default)), key)
+        except ValueError:  # "Dynamic" after a dynamic resize, or anything else: asked
+            notes.append(f"'{key}' in {name} is '{shown(metadata[key])}', which is not understood; it is asked.")
 
 
 def _optimizer(metadata: dict[str, str], put: Callable[[str, Any, str], None], notes: list[str]) -> None:
@@ -227,7 +265,7 @@ def _optimizer(metadata: dict[str, str], put: Callable[[str, Any, str], None], n
     by_name = {name.lower(): name for name in OPTIMIZERS}
     optimizer = OPTIMIZER_OF_CLASS.get(class_name) or by_name.get(class_name)
     if optimizer is None:
-        notes.append(f"The optimizer {class_path.strip()} of the LoRA is not offered here; choose one.")
+        notes.append(f"The optimizer {shown(class_path.strip())} of the LoRA is not offered here; choose one.")
         return
     put("optimizer_type", optimizer, "ss_optimizer")
     put("optimizer_args", optimizer_arguments(arguments[:-1] if arguments.endswith(")") else arguments),
@@ -263,14 +301,16 @@ def _folders(metadata: dict[str, str], put: Callable[[str, Any, str], None], not
     for key, field in (("ss_dataset_dirs", "img_folder"), ("ss_reg_dataset_dirs", "reg_img_folder")):
         try:
             names = [name for name in json.loads(metadata.get(key) or "{}") if not re.search(r" \(\d+\)$", name)]
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError, TypeError):
             continue
+        if not all(isinstance(name, str) and Path(name).name == name and name not in (".", "..") for name in names):
+            continue  # folder names only; a path in a LoRA's metadata is not looked for
         if not names:
             continue
         parent = find_parent_folder(names, lora)
         if parent is None:
-            notes.append(f"The folders {', '.join(names)} it was trained on are not beside the LoRA; choose them "
-                         "again.")
+            notes.append(f"The folders {shown(', '.join(names))} it was trained on are not beside the LoRA; choose "
+                         "them again.")
         else:
             put(field, str(parent), key)
 
