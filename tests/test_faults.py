@@ -53,7 +53,7 @@ def test_stop_while_sampling_keeps_the_samples_made_and_the_state_resumes(demo, 
         if isinstance(event, SampleMade):
             stop.set()
 
-    args = demo_args(demo, one_repeat_images, tmp_path, max_train_steps=4, sample_prompts=str(demo.prompts),
+    args = demo_args(demo, one_repeat_images, tmp_path, max_train_steps=3, sample_prompts=str(demo.prompts),
                      sample_every_n_steps=2, sample_sampler="ddim")
     result = train(args, press_stop_when_the_first_sample_shows, stop)
 
@@ -78,7 +78,7 @@ def test_stop_while_saving_finishes_that_file_and_the_state_resumes(demo, one_re
         write_atomically(path, write)
 
     monkeypatch.setattr(lora_file, "write_atomically", press_stop_while_the_lora_is_written)
-    args = demo_args(demo, one_repeat_images, tmp_path, max_train_steps=4, save_every_n_steps=2)
+    args = demo_args(demo, one_repeat_images, tmp_path, max_train_steps=3, save_every_n_steps=2)
     result = train(args, events, stop)
     monkeypatch.undo()
 
@@ -96,7 +96,7 @@ def test_a_nan_loss_stops_keeping_the_lora_from_before_that_step(demo, one_repea
     images = tmp_path / "images"
     shutil.copytree(one_repeat_images, images)
     output = tmp_path / "out"
-    args = demo_args(demo, images, output, max_train_steps=5, cache_latents_to_disk=True)
+    args = demo_args(demo, images, output, max_train_steps=3, cache_latents_to_disk=True)
     plan = scan_dataset(DatasetSettings.from_train_args(args))
     poisoned = latents_npz_path(plan.images[epoch_batches(plan, 1)[2].images[0]])  # batch 1 image each: step 3
     numpy.savez(poisoned, latents=numpy.full((4, 8, 8), numpy.nan, numpy.float32))
@@ -133,7 +133,7 @@ def test_out_of_memory_keeps_what_was_learned_and_advises_from_the_settings(demo
         return forward(unet, *args, **kwargs)
 
     monkeypatch.setattr(UNet2DConditionModel, "forward", forward_that_runs_out_of_memory_in_step_three)
-    args = demo_args(demo, one_repeat_images, tmp_path, train_batch_size=2, max_train_steps=4, save_every_n_steps=1)
+    args = demo_args(demo, one_repeat_images, tmp_path, train_batch_size=2, max_train_steps=3, save_every_n_steps=1)
     events = EventLog()
     result = train(args, events)
     monkeypatch.undo()
@@ -206,14 +206,14 @@ def fill_the_disk_after_step_one(demo, images: Path, disk: Path) -> None:
                     handle.flush()
 
     events = EventLog()
-    args = demo_args(demo, images, disk, max_train_steps=3, save_every_n_steps=1, save_state=True)
+    args = demo_args(demo, images, disk, max_train_steps=2, save_every_n_steps=1, save_state=True)
     result = train(args, fill_the_disk_after_the_first_save)
 
     lora, state = step_save(disk, 1)
     failed = events[-1]
     assert not result.ok and isinstance(failed, Failed)
-    assert failed.message == (f"The disk is full: {step_save(disk, 2)[0]} could not be written; free some space on "
-                              "it or choose another output folder.")
+    assert failed.message == (f"The disk is full: {disk / 'demo.safetensors'} could not be written; free some space "
+                              "on it or choose another output folder.")
     assert_one_sentence(failed.message)
     assert failed.advice == f"The newest save is {lora}; the run can be continued from {state}."
     assert result.resume_state == str(state)

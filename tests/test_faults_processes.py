@@ -3,9 +3,13 @@ display of the progress window lost while it trains. Each runs the product in a 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
+import re
+import select
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -16,7 +20,6 @@ from safetensors.torch import load_file
 
 from fault_checks import check_outputs_whole, resume_and_finish, temporary_leftovers
 from sd_scripts.args import TrainArgs
-from sd_scripts.training.state import read_position
 from test_train_fixtures import demo_args, one_repeat_images  # noqa: F401 (fixture)
 from xvfb import VirtualDisplay, require_display_tools
 
@@ -36,49 +39,62 @@ def command_line(args: TrainArgs) -> list[str]:
 
 
 # --- killed while saving ------------------------------------------------------------------------------------------
-def kill_while_a_state_is_written(process: subprocess.Popen, folder: Path) -> str:
-    """SIGKILL the trainer as soon as the temporary folder of a state after step 1 shows: a state save half done
-    (its step's LoRA file is already whole). Returns the temporary folder's name."""
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while process.poll() is None:
-        if folder.is_dir():
-            for entry in os.scandir(folder):
-                if entry.name.startswith(".demo-step") and "-state." in entry.name and "step00000001" not in entry.name:
+IN_CREATE = 0x100  # inotify(7)
+STATE_BEING_WRITTEN = re.compile(r"\.demo-step(\d{8})-state\.\w+\.tmp")  # saving.atomic's temporary name
+
+
+def kill_while_the_second_state_is_written(process: subprocess.Popen, folder: Path) -> str:
+    """SIGKILL the trainer the moment the temporary folder of step 2's state appears (inotify tells at once): a state
+    save half done, while that step's LoRA file is already whole. Returns the temporary folder's name."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    watch = libc.inotify_init1(os.O_NONBLOCK)
+    assert watch >= 0 and libc.inotify_add_watch(watch, bytes(folder), IN_CREATE) >= 0, os.strerror(ctypes.get_errno())
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            if not select.select([watch], [], [], 0.5)[0]:
+                continue
+            data, offset = os.read(watch, 65536), 0
+            while offset < len(data):  # struct inotify_event: wd, mask, cookie, len, then the name
+                _, _, _, length = struct.unpack_from("iIII", data, offset)
+                name = data[offset + 16:offset + 16 + length].rstrip(b"\0").decode()
+                offset += 16 + length
+                found = STATE_BEING_WRITTEN.fullmatch(name)
+                if found and int(found[1]) == 2:
                     process.send_signal(signal.SIGKILL)
                     process.wait()
-                    return entry.name
-        assert time.monotonic() < deadline, "the trainer made no state folder in time"
-        time.sleep(0.002)
-    raise AssertionError(f"The trainer ended (exit {process.returncode}) before a state save could be interrupted.")
+                    return name
+    finally:
+        os.close(watch)
+    raise AssertionError(f"The trainer ended (exit {process.returncode}) before step 2's state was begun.")
 
 
 def test_a_process_killed_while_saving_leaves_whole_files_and_its_last_state_resumes(demo, one_repeat_images,
                                                                                      tmp_path):
     output = tmp_path / "out"
-    args = demo_args(demo, one_repeat_images, output, max_train_steps=8, save_every_n_steps=1, save_state=True)
+    # dim 32: a state of 9 MB, that takes a while to write and flush
+    args = demo_args(demo, one_repeat_images, output, max_train_steps=3, save_every_n_steps=1, save_state=True,
+                     network_dim=32, network_alpha=32.0)
+    output.mkdir()
     with (tmp_path / "trainer.log").open("w") as log:
         process = subprocess.Popen(command_line(args), cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT)
-        interrupted = kill_while_a_state_is_written(process, output)
+        interrupted = kill_while_the_second_state_is_written(process, output)
     assert process.returncode == -signal.SIGKILL
 
-    step = int(interrupted.removeprefix(".demo-step")[:8])
     outputs = check_outputs_whole(output)  # every file and state under a final name loads
-    states = sorted(name for name in outputs if name.endswith("-state"))
-    assert states == [f"demo-step{done:08d}-state" for done in range(1, step)]  # the interrupted one is not there
+    assert sorted(name for name in outputs if name.endswith("-state")) == ["demo-step00000001-state"]
     assert temporary_leftovers(output) == [interrupted]  # hidden: nothing offers it as an output
-    own_lora = output / f"demo-step{step:08d}.safetensors"  # written whole before its state was begun
+    own_lora = output / "demo-step00000002.safetensors"  # written whole before its state was begun
     written_before = load_file(str(own_lora))
 
-    newest_state = output / states[-1]
-    assert read_position(newest_state).global_step == step - 1
-    result, _ = resume_and_finish(args, newest_state)
+    result, _ = resume_and_finish(args, output / "demo-step00000001-state")
     assert any(interrupted in note for note in result.notes), result.notes  # the leftover was cleaned up
     assert temporary_leftovers(output) == []
     written_again = load_file(str(own_lora))  # the resumed run's own save of that step: the same weights
     assert written_again.keys() == written_before.keys()
     for key in written_before:
         torch.testing.assert_close(written_again[key], written_before[key], rtol=1e-5, atol=1e-7)
-    assert (output / "demo.safetensors").name in check_outputs_whole(output)
+    assert {"demo.safetensors", "demo-step00000002-state"} <= check_outputs_whole(output).keys()
 
 
 # --- the display lost ---------------------------------------------------------------------------------------------
@@ -91,7 +107,7 @@ from wizard.runner import demo_config, train_config
 
 model, images, prompts, output = map(Path, sys.argv[1:])
 config = demo_config(DemoPaths(model, images, prompts), output)
-config.set("max_steps", 8)
+config.set("max_steps", 4)
 train_config(config, TkAsker())
 print("The program went on after the display was lost.")
 """
@@ -125,9 +141,9 @@ def test_the_training_goes_on_in_the_console_when_the_display_is_lost(demo, one_
     assert process.returncode == 0, rest + errors
     assert "Traceback" not in rest + errors and "X connection" not in errors, rest + errors
     lost_at = errors.index("The connection to the display was lost; the training goes on, and its progress shows here.")
-    assert "8/8" in errors[lost_at:]  # the progress bar went on in the console to the last step
+    assert "4/4" in errors[lost_at:]  # the progress bar went on in the console to the last step
     lora = output / "demo_lora.safetensors"
-    assert f"Finished after 8 steps: {lora}" in rest
-    assert f"The training finished after 8 steps; the LoRA is {lora}." in rest
+    assert f"Finished after 4 steps: {lora}" in rest
+    assert f"The training finished after 4 steps; the LoRA is {lora}." in rest
     assert load_file(str(lora))
     assert "The program went on" not in rest  # it ends with the training: the wizard's popups have no screen
