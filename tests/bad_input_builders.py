@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sd_scripts.args import TrainArgs
 from sd_scripts.dataset import DatasetSettings
+from sd_scripts.errors import UserFacingError
 from wizard.config import TrainConfig
 
 # Just enough tensor names for the torch-free family rules (checkpoint_header.py) to see an SD 1.x single file.
@@ -198,6 +201,16 @@ def no_model_loading(monkeypatch):
         pytest.fail("the base model loader was called, but the problem should have been found before loading")
 
     monkeypatch.setattr(loop, "load_base_model", refuse)
+
+
+def trainer_refusal(args: TrainArgs) -> str:
+    """The sentence the trainer's set-up refuses with (`train()` returns it as its message; calling the session
+    directly skips `train()`'s memory release, a garbage collection of half a second per call)."""
+    from sd_scripts.training.loop import TrainingSession
+
+    with pytest.raises(UserFacingError) as caught:
+        TrainingSession(args, lambda event: None, threading.Event())
+    return caught.value.message
 
 
 def json_file(path: Path, data: object) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bad_input_builders import fake_sd1_model, good_folder, no_model_loading, settings_for, snapshot  # noqa: F401
-from bad_input_builders import wizard_config, write_image
+from bad_input_builders import trainer_refusal, wizard_config, write_image
 from sd_scripts.dataset import scan_dataset
 from sd_scripts.dataset.plan import DatasetProblems
 from sd_scripts.dataset.settings import SubsetOptions
@@ -130,9 +130,6 @@ def read_only_folder(tmp_path: Path):
 
 def test_a_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, model, read_only_folder,
                                                                       no_model_loading):
-    from sd_scripts.train import train
-    from test_train_fixtures import EventLog
-
     images = good_folder(tmp_path / "images" / "10_mychar").parent
     config = wizard_config(model, images, read_only_folder / "run")
     result = report(config)
@@ -140,13 +137,11 @@ def test_a_read_only_output_folder_is_refused_before_the_model_loads(tmp_path, m
                               "have no rights there); choose another output folder or change its permissions.")
     from wizard.translate import to_train_args
 
-    outcome = train(to_train_args(config), on_event=EventLog())
-    assert not outcome.ok and outcome.message == result.problem
+    assert trainer_refusal(to_train_args(config)) == result.problem
     assert list(read_only_folder.iterdir()) == []
 
 
 def test_the_output_inside_the_image_folder_is_refused(tmp_path, model, no_model_loading):
-    from sd_scripts.train import train
     from wizard.translate import to_train_args
 
     images = good_folder(tmp_path / "images" / "10_mychar").parent
@@ -156,8 +151,7 @@ def test_the_output_inside_the_image_folder_is_refused(tmp_path, model, no_model
     assert problem is not None and problem.startswith(f"The output folder {images / '10_mychar' / 'lora'} is inside "
                                                       f"the training image folder {images}")
     assert "mixed with your images and trained by the next run" in problem
-    outcome = train(to_train_args(config))
-    assert not outcome.ok and outcome.message == problem
+    assert trainer_refusal(to_train_args(config)) == problem
     assert snapshot(tmp_path / "images") == before
 
 

@@ -14,11 +14,10 @@ import pytest
 
 from bad_input_builders import FLUX_KEYS, LORA_KEYS, SDXL_KEYS, fake_sd1_model, good_folder  # noqa: F401
 from bad_input_builders import json_file, no_model_loading, snapshot, wizard_config, write_malicious_pickle
-from bad_input_builders import write_safetensors
+from bad_input_builders import trainer_refusal, write_safetensors
 from sd_scripts.args import TrainArgs
 from sd_scripts.errors import UserFacingError
 from sd_scripts.models.checkpoint_header import check_model_files
-from sd_scripts.train import train
 from wizard.formats import settings_file
 from wizard.preflight import preflight_report
 from wizard.translate import to_train_args
@@ -35,8 +34,7 @@ def refused(model: Path, images: Path, output: Path, **settings: object) -> str:
     before = snapshot(model.parent, images)
     problem = preflight_report(config, read_gpu=lambda: None, check_torch=lambda: None).problem
     assert problem is not None
-    result = train(to_train_args(config))
-    assert not result.ok and result.message == problem
+    assert trainer_refusal(to_train_args(config)) == problem
     assert not output.exists() and snapshot(model.parent, images) == before
     return problem
 
@@ -113,9 +111,9 @@ def test_a_diffusers_folder_missing_its_vae_weights(tmp_path, images, no_model_l
     with pytest.raises(UserFacingError) as caught:
         check_model_files(folder)
     assert caught.value.message == expected
-    result = train(TrainArgs(pretrained_model_name_or_path=str(folder), train_data_dir=str(images),  # the trainer's
-                             output_dir=str(tmp_path / "out"), resolution="64", caption_extension=".txt"))  # own CLI
-    assert not result.ok and result.message == expected and not (tmp_path / "out").exists()
+    args = TrainArgs(pretrained_model_name_or_path=str(folder), train_data_dir=str(images),
+                     output_dir=str(tmp_path / "out"), resolution="64", caption_extension=".txt")
+    assert trainer_refusal(args) == expected and not (tmp_path / "out").exists()
 
 
 def test_a_vae_that_does_not_exist(tmp_path, images, no_model_loading):
