@@ -24,6 +24,7 @@ from sd_scripts.errors import UserFacingError
 from sd_scripts.events import Event, EventHandler, SampleMade
 from sd_scripts.train import ConsoleProgress, train
 from sd_scripts.training.result import TrainResult
+from sd_scripts.untrusted import shown
 from wizard.askers.base import Asker
 from wizard.config import TrainConfig
 from wizard.formats import seed_json
@@ -233,7 +234,7 @@ def _trigger_word(lora: Path) -> str | None:
     for folder in frequency.values():
         for tag, count in folder.items():
             totals[tag] = totals.get(tag, 0) + count
-    return max(totals, key=totals.get) if totals else None
+    return shown(max(totals, key=totals.get)) if totals else None  # caption text, shown escaped and short
 
 
 def _size_text(size: int) -> str:
