@@ -153,6 +153,8 @@ def test_the_output_inside_the_image_folder_is_refused(tmp_path, model, no_model
     assert "mixed with your images and trained by the next run" in problem
     assert trainer_refusal(to_train_args(config)) == problem
     assert snapshot(tmp_path / "images") == before
+    beside = report(wizard_config(model, images, images / "lora output"))  # a folder the scan ignores
+    assert beside.can_start, beside.problem
 
 
 def test_a_folder_removed_after_it_was_chosen_is_named(tmp_path, model):

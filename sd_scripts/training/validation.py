@@ -13,6 +13,7 @@ from sd_scripts.args import (
     ZERO_TERMINAL_SNR_SAMPLERS,
     TrainArgs,
 )
+from sd_scripts.dataset.folders import parse_folder_name
 from sd_scripts.dataset.plan import DatasetPlan
 from sd_scripts.errors import UserFacingError
 from sd_scripts.models.checkpoint_header import PICKLE_SUFFIXES, check_complete, check_model_files
@@ -114,15 +115,20 @@ def validate_args(args: TrainArgs) -> None:
 
 
 def check_output_folder(args: TrainArgs) -> None:
-    """The output folder lies outside the image folders (samples and LoRAs saved among the images would be trained
-    by the next run) and can be written: probed with a nameless temporary file, which also tells a read-only drive
-    or a network share without rights, where permission bits do not."""
+    """The output folder lies outside the image folders (samples and LoRAs saved in a numbered image folder would be
+    trained by the next run; a folder beside them without a number is ignored by the scan) and can be written:
+    probed with a nameless temporary file, which also tells a read-only drive or a network share without rights,
+    where permission bits do not."""
     if not args.output_dir:
         return
     output = Path(args.output_dir).expanduser().resolve()
     for what, folder in (("training image folder", args.train_data_dir), ("regularization image folder",
                                                                          args.reg_data_dir)):
-        if folder and output.is_relative_to(Path(folder).expanduser().resolve()):
+        parent = Path(folder).expanduser().resolve() if folder else None
+        if parent is None or not output.is_relative_to(parent):
+            continue
+        below = output.relative_to(parent).parts
+        if not below or parse_folder_name(below[0]) is not None:  # the folder itself, or in a numbered image folder
             raise UserFacingError(
                 f"The output folder {args.output_dir} is inside the {what} {folder}; choose an output folder outside "
                 "it, or the samples and LoRA files would be mixed with your images and trained by the next run.")
