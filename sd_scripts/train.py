@@ -26,6 +26,7 @@ from sd_scripts.args import TrainArgs, flatten_sections, read_toml
 from sd_scripts.errors import UserFacingError
 from sd_scripts.events import Event, EventHandler, Failed, Finished, Saved, SampleMade, Started, Step, ignore_event
 from sd_scripts.notices import quiet_library_notices
+from sd_scripts.training.processes import launched_processes
 from sd_scripts.training.result import TrainResult
 
 __all__ = ["TrainResult", "train", "main"]
@@ -150,6 +151,21 @@ class ConsoleProgress:
 def main(argv: list[str] | None = None) -> int:
     quiet_library_notices()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if launched_processes() == 1:
+        return _train_from_command_line(argv)
+    # Under `accelerate launch --num_processes N`: the main process trains the command line's settings, the others
+    # train what its trainer announces (sd_scripts.training.processes).
+    from sd_scripts.training.processes import dismiss_other_processes, follow_main_process, process_state
+
+    if not process_state().is_main_process:
+        return 0 if follow_main_process(train) else 1
+    try:
+        return _train_from_command_line(argv)
+    finally:
+        dismiss_other_processes()
+
+
+def _train_from_command_line(argv: list[str] | None) -> int:
     try:
         args, unknown = args_from_command_line(sys.argv[1:] if argv is None else argv)
     except UserFacingError as error:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from sd_scripts.errors import UserFacingError
 from sd_scripts.notices import quiet_library_notices
+from sd_scripts.training.processes import launched_processes
 from wizard.askers.base import Asker, ReportAction
 from wizard.askers.console import ConsoleAsker
 from wizard.config import TrainConfig
@@ -101,9 +102,34 @@ def main(
     """Run the wizard for `argv`; returns the exit code.
 
     `train`, `demo`, `asker` and `preflight` default to the real trainer, demo, popups and pre-flight report; tests
-    hand in their own.
+    hand in their own. Under `accelerate launch --num_processes N` only the main process shows the wizard; the
+    others train each run its trainer starts, silently (`sd_scripts.training.processes`).
     """
     quiet_library_notices()
+    if launched_processes() == 1:
+        return _run_wizard(argv, flows, tools=tools, train=train, demo=demo, asker=asker, preflight=preflight)
+    import sd_scripts.train
+    from sd_scripts.training.processes import dismiss_other_processes, follow_main_process, process_state
+
+    if not process_state().is_main_process:  # shows nothing: it trains what the main process's trainer announces
+        return EXIT_OK if follow_main_process(sd_scripts.train.train) else EXIT_FAILED
+    try:
+        return _run_wizard(argv, flows, tools=tools, train=train, demo=demo, asker=asker, preflight=preflight)
+    finally:
+        dismiss_other_processes()
+
+
+def _run_wizard(
+    argv: Sequence[str],
+    flows: Mapping[str, Sequence[Question]],
+    *,
+    tools: Mapping[str, Tool] | None,
+    train: Train | None,
+    demo: Demo | None,
+    asker: Asker | None,
+    preflight: Preflight | None,
+) -> int:
+    """`main` in one process (or the main one of several)."""
     parser = build_parser()
     argv, tool_argv = _split_at_tool(list(argv))
     arguments, rest = parser.parse_known_args(argv)

@@ -24,6 +24,7 @@ from sd_scripts.dataset import DatasetPlan, DatasetSettings, Subset, scan_datase
 from sd_scripts.dataset.plan import DatasetProblems
 from sd_scripts.errors import UserFacingError
 from sd_scripts.training.length import RunLength, plan_run_length
+from sd_scripts.training.processes import launched_processes
 from sd_scripts.training.length import resolve_warmup_steps
 from sd_scripts.networks.kinds import network_type_of, parse_network_args
 from sd_scripts.training.validation import (
@@ -125,6 +126,7 @@ class Preflight:
     buckets: list[BucketCount] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)  # one per dataset (one unless a dataset_config says more)
     gradient_accumulation_steps: int = 1
+    num_processes: int = 1  # data-parallel processes (GPUs) under accelerate launch
     num_train_samples: int = 0  # training images x repeats
     num_reg_samples: int = 0  # regularization samples per epoch, after balancing
     batches_per_epoch: int = 0
@@ -209,6 +211,8 @@ class Preflight:
             batch += (f", batched one training size at a time (so a size's last batch may be smaller), that is "
                       f"{self.batches_per_epoch} batches per epoch")
         accumulation = self.gradient_accumulation_steps
+        if self.num_processes > 1:
+            batch += f", shared out to {self.num_processes} processes (GPUs), {self.num_processes} batches at a time"
         if accumulation > 1:
             lines.append(f"{batch}; with gradient accumulation {accumulation}, every {accumulation} batches make one "
                          f"step: {length.steps_per_epoch} steps per epoch.")
@@ -297,7 +301,7 @@ def preflight_report(
         return Preflight(problem=problem)
     try:
         length = plan_run_length(plan.batches_per_epoch, args.gradient_accumulation_steps, args.max_train_steps,
-                                 args.max_train_epochs)
+                                 args.max_train_epochs, num_processes=launched_processes())
         warmup_steps = resolve_warmup_steps(args.lr_warmup_steps, length.total_steps)
         lora = _lora_shape(args)
     except UserFacingError as problem:
@@ -311,6 +315,7 @@ def preflight_report(
         buckets=_bucket_counts(plan),
         batch_sizes=[dataset.params.batch_size for dataset in plan.datasets],
         gradient_accumulation_steps=args.gradient_accumulation_steps,
+        num_processes=launched_processes(),
         num_train_samples=plan.num_train_images,
         num_reg_samples=sum(image.num_repeats for image in plan.images if image.is_reg),
         batches_per_epoch=plan.batches_per_epoch,

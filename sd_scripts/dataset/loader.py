@@ -124,13 +124,15 @@ class BatchLoader:
     ) -> Iterator[list[Batch]]:
         """The batches `specs[first:]` of `epoch`, `accumulation` at a time (the last group may be shorter).
 
-        `first` (a multiple of `accumulation`, or the end) is where a resumed run continues; `first_step` is the
-        number of optimizer steps done before it. Loading starts with the first group asked for.
+        `specs` are this process's batches of the epoch (all of them when it trains alone). `first` (a multiple of
+        `accumulation`, or the end) is where a resumed run continues; `first_step` is the number of optimizer steps
+        done before it. Loading starts with the first group asked for.
         """
         if self.loader is None:
             raise RuntimeError("the batch loader is closed")
         self.requests.requests = [
-            BatchRequest(spec, epoch, first_step + (spec.index - first) // accumulation) for spec in specs[first:]
+            BatchRequest(spec, epoch, first_step + position // accumulation)
+            for position, spec in enumerate(specs[first:])
         ]
         self.current = _grouped(self.loader, len(specs) - first, accumulation)
         return self.current

@@ -124,11 +124,13 @@ def write_loss_table(path: Path, rows: Sequence[LossRow]) -> None:
 
 class RunLogs:
     """Everything one run logs; the loop calls `record_step` after each Step event, `record_sample`,
-    `record_epoch`, `save_table` with every save, `finish` before its Finished event, and `close` however it ends."""
+    `record_epoch`, `save_table` with every save, `finish` before its Finished event, and `close` however it ends.
+
+    With `write=False` (the processes other than the main one in data-parallel training) it writes no file."""
 
     def __init__(self, *, table: Path, plot: Path, title: str, tensorboard: Path | None, optimizer: Any,
-                 lr_scheduler: Any, group_names: list[str], history: list[LossRow]) -> None:
-        self.table, self.plot, self.title = table, plot, title
+                 lr_scheduler: Any, group_names: list[str], history: list[LossRow], write: bool = True) -> None:
+        self.table, self.plot, self.title, self.write = table, plot, title, write
         self.optimizer, self.lr_scheduler, self.group_names = optimizer, lr_scheduler, group_names
         self.rows = history
         self.writer = None
@@ -170,6 +172,8 @@ class RunLogs:
             self.writer.add_scalar("loss/epoch_average", event.average_loss, event.epoch)
 
     def save_table(self) -> None:
+        if not self.write:
+            return
         write_loss_table(self.table, self.rows)
         if self.writer is not None:
             self.writer.flush()
@@ -177,7 +181,8 @@ class RunLogs:
     def finish(self) -> Path:
         """The table and the plot of the whole run, written; returns the plot's path."""
         self.save_table()
-        draw_loss_plot([row.step for row in self.rows], [row.loss for row in self.rows], self.plot, title=self.title)
+        if self.write:
+            draw_loss_plot([row.step for row in self.rows], [row.loss for row in self.rows], self.plot, title=self.title)
         return self.plot
 
     def close(self) -> None:
@@ -187,8 +192,10 @@ class RunLogs:
 
 
 def open_run_logs(args: TrainArgs, *, table: Path, plot: Path, network: Network, optimizer: Any, lr_scheduler: Any,
-                  resumed_at: int | None) -> RunLogs:
-    """The logs of a run starting now; `resumed_at` is the step a resumed run continues from (its table goes on)."""
+                  resumed_at: int | None, write: bool = True) -> RunLogs:
+    """The logs of a run starting now; `resumed_at` is the step a resumed run continues from (its table goes on).
+
+    `write=False`: the logs of a process that is not the main one; only the main process writes files."""
     history = []
     if resumed_at is not None and table.exists():
         history = [row for row in read_loss_table(table) if row.step <= resumed_at]
@@ -196,9 +203,10 @@ def open_run_logs(args: TrainArgs, *, table: Path, plot: Path, network: Network,
         table=table,
         plot=plot,
         title=plot_title(args.output_name or DEFAULT_OUTPUT_NAME),
-        tensorboard=tensorboard_folder(args, time.localtime()),
+        tensorboard=tensorboard_folder(args, time.localtime()) if write else None,
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,
         group_names=group_names(optimizer.param_groups, network),
         history=history,
+        write=write,
     )

@@ -18,7 +18,6 @@ stop flag. `sd_scripts.train.train` wraps this with error handling.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -28,11 +27,12 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from sd_scripts.args import TrainArgs
 from sd_scripts.dataset.batches import Batch
-from sd_scripts.dataset.epochs import epoch_batches
+from sd_scripts.dataset.epochs import BatchSpec, epoch_batches, process_rounds
 from sd_scripts.dataset.latent_cache import cache_latents
 from sd_scripts.dataset.loader import BatchLoader
 from sd_scripts.dataset.plan import scan_dataset
@@ -43,7 +43,7 @@ from sd_scripts.dataset.text_encoder_cache import (
     ensure_text_encoder_outputs_cacheable,
 )
 from sd_scripts.errors import UserFacingError
-from sd_scripts.events import EpochEnd, EventHandler, Finished, SampleMade, Saved, Started, Step
+from sd_scripts.events import EpochEnd, EventHandler, Finished, SampleMade, Saved, Started, Step, ignore_event
 from sd_scripts.models import load_base_model
 from sd_scripts.models.text_encoding import encode_sdxl_tokens, encode_tokens, sdxl_time_ids, tokenize
 from sd_scripts.networks.base import Network
@@ -72,6 +72,7 @@ from sd_scripts.training.precision import (
     freeze_base_model,
     resolve_mixed_precision,
 )
+from sd_scripts.training.processes import announce_run
 from sd_scripts.training.progress import LossAverage, StepClock
 from sd_scripts.training.result import TrainResult
 from sd_scripts.training.sampling import SampleSettings, generate_samples, read_prompt_file
@@ -85,7 +86,7 @@ from sd_scripts.training.state import (
     save_training_state,
     written_by_session,
 )
-from sd_scripts.training.step import NoiseSettings, unet_loss
+from sd_scripts.training.step import NoiseSettings, draw_noise, unet_loss
 from sd_scripts.training.validation import (
     caches_text_encoder_outputs,
     check_input_files,
@@ -105,7 +106,12 @@ class TrainingSession:
         check_output_folder(args)  # the output folder and the files to read, not loaded yet (INPUTS, issue 13)
         check_input_files(args)
         self.notes: list[str] = []
-        self.on_event = on_event
+        mixed_precision, precision_notes = resolve_mixed_precision(args.mixed_precision, torch.cuda.is_available())
+        self.accelerator = create_accelerator(mixed_precision)
+        # Under `accelerate launch` every process trains its share of each step; only the main one reports and
+        # writes files (LoRA, state, samples, logs), the others train silently.
+        self.main_process = self.accelerator.is_main_process
+        self.on_event = on_event if self.main_process else ignore_event
         self.stop = stop
         # A run without a seed gets one, recorded in the metadata, so it can be repeated.
         self.args = args = dataclasses.replace(
@@ -116,10 +122,7 @@ class TrainingSession:
         set_seed(args.seed)
         if args.full_fp16 or args.full_bf16:
             self.note("full_fp16/full_bf16 are not used: the LoRA weights stay in fp32, which costs little memory.")
-
-        mixed_precision, notes = resolve_mixed_precision(args.mixed_precision, torch.cuda.is_available())
-        self.note(*notes)
-        self.accelerator = create_accelerator(mixed_precision)
+        self.note(*precision_notes)
         self.device = self.accelerator.device
         self.weight_dtype = WEIGHT_DTYPES[mixed_precision]
 
@@ -127,7 +130,8 @@ class TrainingSession:
         self.plan = scan_dataset(DatasetSettings.from_train_args(args))
         self.note(*self.plan.warnings)
         self.length = plan_run_length(
-            self.plan.batches_per_epoch, args.gradient_accumulation_steps, args.max_train_steps, args.max_train_epochs
+            self.plan.batches_per_epoch, args.gradient_accumulation_steps, args.max_train_steps, args.max_train_epochs,
+            num_processes=self.accelerator.num_processes,
         )
         self.plan.max_train_steps = self.length.total_steps  # epochs may decide the length (token warmup reads it)
         if caches_text_encoder_outputs(args):
@@ -145,13 +149,13 @@ class TrainingSession:
         self.written: set[Path] = set()  # files and state folders this run has saved
         self.newest_state: Path | None = None  # the LoRA whose state folder was saved last: where to continue from
         self.outputs.folder.mkdir(parents=True, exist_ok=True)
-        self.remove_unfinished_writes()
+        if self.main_process:  # the only one that writes
+            self.remove_unfinished_writes()
         # A resumed run is the same training session: the saves its interrupted run made after the resumed state
         # (a crash during a state save leaves the LoRA of that step) are its own, and it writes them again.
         self.session_id = (read_session_id(Path(args.resume)) if args.resume else None) or secrets.randbelow(2**32)
         planned = self.planned_outputs()
         self.own_outputs = {path for path in planned if args.resume and written_by_session(path, self.session_id)}
-        check_outputs_free([path for path in planned if path not in self.own_outputs])
         if args.resume:  # the run goes on from this state: a failure names it, a Stop before the next step keeps it
             state = Path(args.resume)
             resumed = state.with_name(f"{state.name.removesuffix('-state')}.{args.save_model_as}")
@@ -159,6 +163,9 @@ class TrainingSession:
             at_resume = self.outputs.after_step(self.position.global_step)
             if resumed.is_file() and at_resume.resolve() == resumed.resolve():
                 self.written |= {at_resume, OutputNames.state_dir(at_resume)}
+        if self.main_process:
+            check_outputs_free([path for path in planned if path not in self.own_outputs])
+            announce_run(args)  # the other processes (if any) train these very settings, seed included
 
         self.model = load_base_model(
             args.pretrained_model_name_or_path,
@@ -214,15 +221,18 @@ class TrainingSession:
             optimizer=self.optimizer_description,
             model_files=model_file_metadata(args.pretrained_model_name_or_path, args.vae),
             v_parameterization=self.v_parameterization,
+            num_processes=self.accelerator.num_processes,
         )
         self.logs = open_run_logs(args, table=self.outputs.loss_table(), plot=self.outputs.loss_plot(),
                                   network=self.network, optimizer=self.optimizer, lr_scheduler=self.lr_scheduler,
-                                  resumed_at=self.position.global_step if args.resume else None)
+                                  resumed_at=self.position.global_step if args.resume else None,
+                                  write=self.main_process)
 
     # --- building -----------------------------------------------------------------------------------------------
     def note(self, *notes: str) -> None:
         for note in notes:
-            logger.warning(note)
+            if self.main_process:
+                logger.warning(note)
             self.notes.append(note)
 
     def planned_outputs(self) -> list[Path]:
@@ -325,7 +335,9 @@ class TrainingSession:
             power=args.lr_scheduler_power,
         )
         self.note(*notes)
-        self.prepared_network, self.optimizer = self.accelerator.prepare(self.network, built.optimizer)
+        # The network is not wrapped in DDP: the U-Net calls its modules, never its forward, which DDP's gradient
+        # hooks need; `average_gradients` syncs them instead (as sd-scripts' all_reduce_network does).
+        self.optimizer = self.accelerator.prepare(built.optimizer)
         self.lr_scheduler = scheduler
         self.trainable_parameters = [p for group in param_groups for p in group["params"]]
 
@@ -386,28 +398,54 @@ class TrainingSession:
             added_cond_kwargs,
         )
 
-    def optimizer_step(self, batches: list[Batch]) -> float:
+    def optimizer_step(self, batches: list[Batch], rounds: list[tuple[BatchSpec, ...]] | None = None) -> float:
         """Accumulate the gradients of `batches` (one optimizer step's), then update; returns their mean loss.
 
         Each batch's loss is divided by gradient_accumulation_steps, also in an epoch's last, shorter group, as
         sd-scripts' `accelerator.accumulate` + `accelerator.backward` do: that group's step is smaller.
+
+        With several processes, `rounds[i]` holds the i-th batch of every process (`process_rounds`). Each process
+        also makes the noise draws of the others' batches, in their order, and the gradients and the loss are
+        averaged over the processes: N processes give the step one process makes with gradient accumulation N
+        times as large, the same noise included.
         """
         total = 0.0
+        rank = self.accelerator.process_index
         for index, batch in enumerate(batches):
-            last = index == len(batches) - 1
-            with self.accelerator.no_sync(self.prepared_network) if not last else contextlib.nullcontext():
-                loss = self.batch_loss(batch)
-                if not torch.isfinite(loss):  # before backward: the weights are still the last good ones
-                    raise NonFiniteLoss(self.position.global_step + 1)
-                self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
+            if rounds is not None:
+                self.draw_noise_of(rounds[index][:rank])
+            loss = self.batch_loss(batch)
+            if not torch.isfinite(loss):  # before backward: the weights are still the last good ones
+                raise NonFiniteLoss(self.position.global_step + 1)
+            self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
+            if rounds is not None:
+                self.draw_noise_of(rounds[index][rank + 1 :])
             total += loss.item()
+        mean_loss = average_gradients(self.accelerator, self.trainable_parameters, total / len(batches))
         if self.args.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.trainable_parameters, self.args.max_grad_norm)
         self.optimizer.step()
         if not self.optimizer.step_was_skipped:  # fp16: a step with overflowing gradients is skipped, keep the schedule
             self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / len(batches)
+        return mean_loss
+
+    def draw_noise_of(self, specs: tuple[BatchSpec, ...]) -> None:
+        """The noise and timestep draws of batches other processes train, made and dropped (see optimizer_step)."""
+        vae = self.model.vae.config
+        scale = 2 ** (len(vae.block_out_channels) - 1)  # the VAE's downsampling from pixels to latents
+        for spec in specs:
+            width, height = spec.resolution
+            latents = torch.empty(len(spec.images), vae.latent_channels, height // scale, width // scale)
+            draw_noise(latents, self.noise_scheduler, self.noise_generator, self.noise_settings)
+
+    def stop_requested(self) -> bool:
+        """The stop flag; with several processes, set on any (the main one's window) it stops all at the same step."""
+        if self.accelerator.num_processes == 1:
+            return self.stop.is_set()
+        if self.stop.is_set():
+            self.accelerator.set_trigger()
+        return self.accelerator.check_trigger()
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -435,7 +473,7 @@ class TrainingSession:
             epochs=length.epochs,
             num_train_images=self.plan.num_train_images,
             num_reg_images=self.plan.num_reg_images,
-            device=_describe(self.device),
+            device=_describe(self.device, self.accelerator.num_processes),
         ))
         clock = StepClock(total_steps=length.total_steps, first_step=position.global_step)
         self.network.train()  # DyLoRA's random rank and the dropouts act in training mode only
@@ -444,7 +482,8 @@ class TrainingSession:
             self.make_samples("e000000")  # sd-scripts samples at first as epoch 0
         accumulation = args.gradient_accumulation_steps
         for epoch in range(position.epoch, length.epochs + 1):
-            batch_specs = epoch_batches(self.plan, epoch)
+            rounds = process_rounds(epoch_batches(self.plan, epoch), self.accelerator.num_processes)
+            batch_specs = [batches[self.accelerator.process_index] for batches in rounds]  # this process's share
             if self.pending_random_states is not None:
                 # After the epoch's batch order is drawn, exactly as the interrupted run was at that point.
                 restore_random_states(self.pending_random_states, self.noise_generator)
@@ -455,9 +494,9 @@ class TrainingSession:
             average = LossAverage()
             for start in range(first, len(batch_specs), accumulation):
                 position.epoch, position.batches_done = epoch, start
-                if self.stop.is_set():
+                if self.stop_requested():
                     return self.stop_early(clock)
-                loss = self.optimizer_step(next(groups))
+                loss = self.optimizer_step(next(groups), rounds[start : start + accumulation])
                 position.global_step += 1
                 position.batches_done = min(start + accumulation, len(batch_specs))
                 step = position.global_step
@@ -562,7 +601,11 @@ class TrainingSession:
         return path
 
     def save(self, path: Path, epoch: int, *, final: bool, with_state: bool | None = None) -> Path:
-        """Write the LoRA with its metadata (and a resumable state when asked or when save_state is on)."""
+        """Write the LoRA with its metadata (and a resumable state when asked or when save_state is on).
+
+        Only the main process writes; the others have the same weights."""
+        if not self.main_process:
+            return path
         args, step = self.args, self.position.global_step
         self.optimizer.eval()  # schedule-free: the file (and state) get the averaged weights, as sd-scripts saves
         metadata = training_metadata(args, self.plan.metadata(), self.training_run, steps=step, epoch=epoch,
@@ -611,7 +654,7 @@ class TrainingSession:
     def make_samples(self, label: str) -> None:
         """Render the sample prompts, reporting each image as it is written; Stop ends the sampling at once (the
         image being rendered is dropped, those made stay) and the run then saves and stops as after any step."""
-        if not self.sample_prompts or self.stop.is_set():
+        if not self.sample_prompts or self.stop.is_set() or not self.main_process:
             return
         args = self.args
         shown = 0
@@ -660,7 +703,27 @@ class TrainingSession:
         self.optimizer.train()
 
 
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    return str(device)
+def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parameter], loss: float) -> float:
+    """Data parallel: every parameter's gradient (and the step's loss) replaced by its mean over the processes.
+
+    One all-reduce through accelerate for all of them. A parameter no process gave a gradient keeps none (the
+    optimizer leaves it alone, weight decay included, as in one process); one that only some processes used (module
+    dropout) counts zeros for the others, as DDP does. Returns the mean loss.
+    """
+    if accelerator.num_processes == 1:
+        return loss
+    gradients = [parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
+                 for parameter in parameters]
+    used = [float(parameter.grad is not None) for parameter in parameters]
+    flat = torch.cat([gradient.reshape(-1) for gradient in gradients] + [gradients[0].new_tensor(used + [loss])])
+    averaged = accelerator.reduce(flat, reduction="mean")
+    means = averaged[: -len(used) - 1].split([gradient.numel() for gradient in gradients])
+    for parameter, mean, used_somewhere in zip(parameters, means, averaged[-len(used) - 1 : -1].tolist()):
+        parameter.grad = mean.view_as(parameter) if used_somewhere else None
+    return averaged[-1].item()
+
+
+def _describe(device: torch.device, num_processes: int = 1) -> str:
+    described = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+    return f"{num_processes} processes, the main one on {described}" if num_processes > 1 else described
+

@@ -13,16 +13,25 @@ start-up (which needs to know the main process before any popup) and the trainer
   that dies still ends the others at once: torchrun stops the whole group when one of them fails.
 
 `launched_processes` reads the launcher's environment without importing torch, for the wizard's pre-flight report.
+
+Every process runs the same program, but only the main one decides what to train (the wizard's popups, a queue, a
+command line): the others `follow_main_process`, and the main process's trainer `announce_run`s each run's settings
+to them once its own checks of the outputs have passed, so a run the main process never starts is never started by
+the others either. At its end the main process `dismiss_other_processes`. The messages go through accelerate's
+`broadcast_object_list`.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from accelerate import InitProcessGroupKwargs, PartialState
+
+    from sd_scripts.args import TrainArgs
+    from sd_scripts.training.result import TrainResult
 
 WAIT_FOR_OTHER_PROCESSES = datetime.timedelta(hours=24)
 
@@ -62,3 +71,34 @@ def process_state() -> PartialState:
 
     handler = process_group_kwargs()
     return PartialState(cpu=use_cpu_processes(), **handler.to_kwargs())
+
+
+def announce_run(args: TrainArgs) -> None:
+    """The main process's trainer: tell the other processes to train `args` (see the module docstring)."""
+    if launched_processes() > 1:
+        _from_main_process(args)
+
+
+def dismiss_other_processes() -> None:
+    """The main process has nothing more to train: the other processes end."""
+    if launched_processes() > 1 and process_state().is_main_process:
+        _from_main_process(None)
+
+
+def follow_main_process(train: Callable[[TrainArgs], TrainResult]) -> bool:
+    """A process other than the main one: train each run the main process announces, until it dismisses us.
+
+    Returns False at once when a run fails here: the process then ends, and the launcher (torchrun) ends the others,
+    which would otherwise wait for this one forever. True when every run went well."""
+    while (args := _from_main_process(None)) is not None:
+        if not train(args).ok:
+            return False
+    return True
+
+
+def _from_main_process(value: Any) -> Any:
+    """The main process's `value`, on every process (after a run accelerate's state is reset: join it again)."""
+    from accelerate.utils import broadcast_object_list
+
+    process_state()
+    return broadcast_object_list([value], from_process=0)[0]

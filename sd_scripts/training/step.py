@@ -25,6 +25,25 @@ class NoiseSettings:
     min_snr_gamma: float | None = None
 
 
+def draw_noise(
+    latents: torch.Tensor, scheduler: DDPMScheduler, generator: torch.Generator, settings: NoiseSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every random draw of one batch's step, in this order: its noise, then its timesteps.
+
+    Data-parallel processes also call it for the batches the other processes train (and drop the result), so each
+    generator stays where one process training all of them would have it.
+    """
+    noise = make_noise(
+        latents,
+        generator,
+        noise_offset=settings.noise_offset,
+        multires_iterations=settings.multires_noise_iterations,
+        multires_discount=settings.multires_noise_discount,
+    )
+    timesteps = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, generator).to(latents.device)
+    return noise, timesteps
+
+
 def unet_loss(
     unet: torch.nn.Module,
     scheduler: DDPMScheduler,
@@ -41,14 +60,7 @@ def unet_loss(
     SDXL's U-Net also takes `added_cond_kwargs`: the pooled text embedding ("text_embeds") and the size
     conditioning ("time_ids").
     """
-    noise = make_noise(
-        latents,
-        generator,
-        noise_offset=settings.noise_offset,
-        multires_iterations=settings.multires_noise_iterations,
-        multires_discount=settings.multires_noise_discount,
-    )
-    timesteps = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, generator).to(latents.device)
+    noise, timesteps = draw_noise(latents, scheduler, generator, settings)
     noisy_latents = scheduler.add_noise(latents, noise, timesteps)
     with autocast():
         prediction = unet(noisy_latents, timesteps, text_embeddings, added_cond_kwargs=added_cond_kwargs).sample
