@@ -53,19 +53,24 @@ def test_stop_while_sampling_keeps_the_samples_made_and_the_state_resumes(demo, 
         if isinstance(event, SampleMade):
             stop.set()
 
-    args = demo_args(demo, one_repeat_images, tmp_path, max_train_steps=3, sample_prompts=str(demo.prompts),
+    prompt_file = tmp_path / "prompts.txt"  # the demo's two prompts, in 3 denoising steps to be quick
+    prompt_file.write_text("".join(line.replace("--s 10", "--s 3") + "\n"
+                                   for line in demo.prompts.read_text().splitlines()))
+    output = tmp_path / "out"
+    args = demo_args(demo, one_repeat_images, output, max_train_steps=3, sample_prompts=str(prompt_file),
                      sample_every_n_steps=2, sample_sampler="ddim")
     result = train(args, press_stop_when_the_first_sample_shows, stop)
 
     assert result.ok and result.steps == 2 and events[-1] == events.of(Finished)[0] and events[-1].stopped_early
-    prompts = read_prompt_file(demo.prompts)
+    prompts = read_prompt_file(prompt_file)
+    assert [prompt.steps for prompt in prompts] == [3, 3]
     made = events.of(SampleMade)
     assert len(made) == 1 < len(prompts) and made[0].prompt == prompts[0].prompt  # the second was never rendered
-    lora, state = step_save(tmp_path, 2)
-    outputs = check_outputs_whole(tmp_path)
+    lora, state = step_save(output, 2)
+    outputs = check_outputs_whole(output)
     assert {lora.name, state.name, Path(made[0].path).name} <= outputs.keys()
-    assert sorted(path.name for path in (tmp_path / "sample").iterdir()) == [Path(made[0].path).name]
-    assert temporary_leftovers(tmp_path) == []
+    assert sorted(path.name for path in (output / "sample").iterdir()) == [Path(made[0].path).name]
+    assert temporary_leftovers(output) == []
     resume_and_finish(args, state)
 
 
