@@ -5,7 +5,8 @@ start-up (which needs to know the main process before any popup) and the trainer
 
 - NCCL between NVIDIA GPUs on Linux (accelerate's default); gloo on Windows, where NCCL does not exist, and between
   CPU processes (as sd-scripts' `prepare_accelerator` chooses). Windows' PyTorch is built without libuv, so its
-  rendezvous store is asked not to use it (sd-scripts does the same).
+  rendezvous store is asked not to use it (sd-scripts does the same; torchrun's own store needs USE_LIBUV=0 set
+  before the launch, which the README says).
 - Without CUDA, `accelerate launch --multi_gpu` starts the processes through torchrun but accelerate would make
   each a lonely single process (it looks for GPUs only); `cpu=True` makes them one gloo group instead.
 - A long timeout: the other processes wait for the main one while its user reads the popups or the main process
