@@ -146,3 +146,4 @@ def test_two_processes_train_the_lora_of_one_process_with_twice_the_batch(demo, 
     with safe_open(str(together / "multi.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
     assert metadata["ss_steps"] == "2" and metadata["ss_total_batch_size"] == "4"
+    assert metadata["ss_num_batches_per_epoch"] == "2"  # sd-scripts: len(train_dataloader) once accelerate shards it

@@ -150,6 +150,8 @@ class TrainingSession:
         self.written: set[Path] = set()  # files and state folders this run has saved
         self.newest_state: Path | None = None  # the LoRA whose state folder was saved last: where to continue from
         self.outputs.folder.mkdir(parents=True, exist_ok=True)
+        if self.main_process:  # the only one that writes
+            self.remove_unfinished_writes()
         # A resumed run is the same training session: the saves its interrupted run made after the resumed state
         # (a crash during a state save leaves the LoRA of that step) are its own, and it writes them again.
         self.session_id = (read_session_id(Path(args.resume)) if args.resume else None) or secrets.randbelow(2**32)
@@ -162,10 +164,8 @@ class TrainingSession:
             at_resume = self.outputs.after_step(self.position.global_step)
             if resumed.is_file() and at_resume.resolve() == resumed.resolve():
                 self.written |= {at_resume, OutputNames.state_dir(at_resume)}
-        if self.main_process:  # the only one that writes
+        if self.main_process:
             check_outputs_free([path for path in planned if path not in self.own_outputs])
-            # only now: a run refused here must not touch the temporary files of one that writes these names
-            self.remove_unfinished_writes()
             announce_run(args)  # the other processes (if any) train these very settings, seed included
 
         self.model = load_base_model(
@@ -610,8 +610,8 @@ class TrainingSession:
         args, step = self.args, self.position.global_step
         self.optimizer.eval()  # schedule-free: the file (and state) get the averaged weights, as sd-scripts saves
         # sd-scripts records len(train_dataloader) after accelerate shards it: one process's batches per epoch
-        dataset = dict(self.plan.metadata(), ss_num_batches_per_epoch=math.ceil(
-            self.plan.batches_per_epoch / self.accelerator.num_processes))
+        dataset = dict(self.plan.metadata(), ss_num_batches_per_epoch=str(math.ceil(
+            self.plan.batches_per_epoch / self.accelerator.num_processes)))
         metadata = training_metadata(args, dataset, self.training_run, steps=step, epoch=epoch, saved_at=time.time())
         save_lora(self.network.state_dict(), path, save_model_as=args.save_model_as,
                   save_precision=args.save_precision, metadata=metadata, overwrite=path in self.own_outputs)
