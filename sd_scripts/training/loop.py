@@ -150,8 +150,6 @@ class TrainingSession:
         self.written: set[Path] = set()  # files and state folders this run has saved
         self.newest_state: Path | None = None  # the LoRA whose state folder was saved last: where to continue from
         self.outputs.folder.mkdir(parents=True, exist_ok=True)
-        if self.main_process:  # the only one that writes
-            self.remove_unfinished_writes()
         # A resumed run is the same training session: the saves its interrupted run made after the resumed state
         # (a crash during a state save leaves the LoRA of that step) are its own, and it writes them again.
         self.session_id = (read_session_id(Path(args.resume)) if args.resume else None) or secrets.randbelow(2**32)
@@ -164,8 +162,10 @@ class TrainingSession:
             at_resume = self.outputs.after_step(self.position.global_step)
             if resumed.is_file() and at_resume.resolve() == resumed.resolve():
                 self.written |= {at_resume, OutputNames.state_dir(at_resume)}
-        if self.main_process:
+        if self.main_process:  # the only one that writes
             check_outputs_free([path for path in planned if path not in self.own_outputs])
+            # only now: a run refused here must not touch the temporary files of one that writes these names
+            self.remove_unfinished_writes()
             announce_run(args)  # the other processes (if any) train these very settings, seed included
 
         self.model = load_base_model(
