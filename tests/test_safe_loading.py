@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import pickle
 from pathlib import Path
@@ -120,10 +121,11 @@ def test_the_settings_loader_never_unpickles(evil, marker):
 # --- the source -------------------------------------------------------------------------------------------------
 
 
-def calls(path: Path):
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-        if isinstance(node, ast.Call):
-            yield node
+@functools.cache
+def calls(path: Path) -> tuple[ast.Call, ...]:
+    """Every call in a source file (parsed once for the three checks)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return tuple(node for node in ast.walk(tree) if isinstance(node, ast.Call))
 
 
 def dotted(node: ast.AST) -> str:
