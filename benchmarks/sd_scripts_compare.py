@@ -12,8 +12,8 @@ process by wrapping the trainer's own functions, the same way on both sides:
 - s/step: the time between the starts of consecutive steps (our `TrainingSession.optimizer_step`, their
   `NetworkTrainer.process_batch`), the first step (the warm-up) left out; the median of the run's steps;
 - peak RSS: the process's peak resident memory (`ru_maxrss`), the whole run.
-It prints every run, then the medians over the rounds and the ratios theirs / ours (above 1: ours is faster or
-smaller), and the machine's load average before and after.
+It prints every run, then the medians over the rounds and the medians of the per-round ratios theirs / ours (above
+1: ours is faster or smaller), ours / ours-bf16 and theirs / ours-bf16, and the machine's load average before and after.
 
 sd-scripts needs its own environment (its pinned transformers, diffusers and accelerate are older than ours); its
 tokenizer is given from our shipped CLIP files through `--tokenizer_cache_dir`, so nothing is downloaded.
@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MARK = "PHASES "  # the line an inner run prints its timings on
 SIDES = {"ours": ("ours", "no"), "theirs": ("theirs", "no"), "ours-bf16": ("ours", "bf16")}  # trainer, precision
-RATIOS = (("theirs", "ours"), ("ours", "ours-bf16"))  # numerator, denominator: above 1, the denominator is faster
+RATIOS = (("theirs", "ours"), ("ours", "ours-bf16"), ("theirs", "ours-bf16"))  # above 1: the denominator is faster
 
 
 # --- inside one run ---------------------------------------------------------------------------------------------
@@ -193,19 +193,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"{run['cache'] / settings.images:.2f} s/image, steps {[round(s, 2) for s in run['steps']]} s, "
                   f"peak RSS {run['peak_rss'] / 2**30:.2f} GiB, load average {os.getloadavg()[0]:.1f}", flush=True)
     print(f"load average after: {os.getloadavg()}")
-    medians = {side: {
-        "load (s)": statistics.median(run["load"] for run in side_runs),
-        "latent caching (s/image)": statistics.median(run["cache"] / settings.images for run in side_runs),
-        "s/step": statistics.median(statistics.median(run["steps"]) for run in side_runs),
-        "peak RSS (GiB)": statistics.median(run["peak_rss"] / 2**30 for run in side_runs),
-    } for side, side_runs in runs.items()}
-    ratios = [(top, bottom) for top, bottom in RATIOS if top in medians and bottom in medians]
-    print(f"\nmedians of {settings.rounds} rounds        " + "  ".join(f"{side:>9}" for side in medians)
+    figures = {side: [{
+        "load (s)": run["load"],
+        "latent caching (s/image)": run["cache"] / settings.images,
+        "s/step": statistics.median(run["steps"]),
+        "peak RSS (GiB)": run["peak_rss"] / 2**30,
+    } for run in side_runs] for side, side_runs in runs.items()}
+    ratios = [(top, bottom) for top, bottom in RATIOS if top in figures and bottom in figures]
+    # Each ratio is taken within a round (runs minutes apart), then the median over the rounds: it holds better
+    # than the ratio of the medians when the machine's load changes between rounds.
+    print(f"\nmedians of {settings.rounds} rounds        " + "  ".join(f"{side:>9}" for side in figures)
           + "".join(f"  {top}/{bottom}" for top, bottom in ratios))
-    for name in next(iter(medians.values())):
-        print(f"{name:<26}" + "  ".join(f"{medians[side][name]:9.2f}" for side in medians)
-              + "".join(f"  {medians[top][name] / medians[bottom][name]:{len(top) + len(bottom) + 1}.2f}"
-                        for top, bottom in ratios))
+    for name in next(iter(figures.values()))[0]:
+        medians = [statistics.median(each[name] for each in figures[side]) for side in figures]
+        round_ratios = [statistics.median(mine[name] / other[name] for mine, other in zip(figures[top], figures[bottom]))
+                        for top, bottom in ratios]
+        print(f"{name:<26}" + "  ".join(f"{value:9.2f}" for value in medians)
+              + "".join(f"  {ratio:{len(top) + len(bottom) + 1}.2f}" for ratio, (top, bottom) in zip(round_ratios, ratios)))
     return 0
 
 
