@@ -75,9 +75,9 @@ def validate_args(args: TrainArgs) -> None:
     _check_optimizer(args, options)
     if args.cache_latents or args.cache_latents_to_disk:
         if args.color_aug:
-            raise UserFacingError("Color augmentation cannot be used with cached latents; turn one of them off.")
+            raise UserFacingError("Colour augmentation (color_aug) cannot be used with cached latents (cache_latents); turn one of them off.")
         if args.random_crop:
-            raise UserFacingError("Random crop cannot be used with cached latents; turn one of them off.")
+            raise UserFacingError("Random crop (random_crop) cannot be used with cached latents (cache_latents); turn one of them off.")
     _check_text_encoder_caching(args)
     if args.zero_terminal_snr and args.sample_prompts:
         check_zero_terminal_snr_sampler(args.sample_sampler)
