@@ -155,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run (one warm-up step before them)")
     parser.add_argument("--images", type=int, default=3, help="images in the dataset: the latents cached per run")
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads for both (OMP_NUM_THREADS)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for both (OMP_NUM_THREADS); on a shared machine more threads than free "
+                             "cores stall every parallel region now and then, so 1 by default")
     parser.add_argument("--sides", nargs="+", choices=tuple(SIDES), default=["ours", "theirs"],
                         help="ours-bf16: our trainer with bf16 mixed precision, against our fp32")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sd_scripts_compare")
