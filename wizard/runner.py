@@ -55,6 +55,13 @@ DEMO_SETTINGS: dict[str, Any] = {
     "test_seed": 23,
     "tag_occurrence_txt_file": True,
 }
+# The SDXL demo's LoRA also trains the U-Net's 3x3 convolutions (kohya's LoRA with conv_dim: LoCon). At the demo's
+# 64 px, SDXL's layout has attention, all that a plain LoRA trains, only at its 4x4 and 2x2 latent levels, while the
+# 8x8 level's convolutions draw the tiny base model's picture: bypassing every attention block moves its sample by
+# 3/255 per pixel (the SD1.5 demo model's by 15/255), so a plain LoRA could barely change it. Its rate, 5e-3, is the
+# one of 1e-3, 2e-3, 3e-3 and 5e-3 that moves the sample as much as the SD1.5 demo's LoRA does (README, "What the demo
+# does").
+SDXL_DEMO_SETTINGS: dict[str, Any] = {"network_type": "LoCon", "conv_dim": 8, "conv_alpha": 8.0, "learning_rate": 5e-3}
 
 
 def train_config(config: TrainConfig, asker: Asker | None = None, *,
@@ -70,7 +77,7 @@ def train_config(config: TrainConfig, asker: Asker | None = None, *,
 def run_demo(output_folder: str | None = None, family: str = "sd15") -> TrainResult:
     """Build the demo model of `family` ("sd15" or "sdxl") and its images (once), then train the demo LoRA into a
     new folder and say where it is. The SDXL demo trains with the settings the wizard gives an SDXL model (U-Net only,
-    cached text-encoder outputs), at the demo's small size.
+    cached text-encoder outputs), at the demo's small size, as a LoCon (see SDXL_DEMO_SETTINGS).
 
     With a display the progress window shows the run (and the console its bar); without one it runs in the terminal.
     """
@@ -78,7 +85,7 @@ def run_demo(output_folder: str | None = None, family: str = "sd15") -> TrainRes
     demo = build_demo(DEMO_BUILD_FOLDER, family=family)
     run_folder = _new_folder(Path(output_folder) if output_folder else PROJECT_ROOT / "output",
                              "demo-sdxl" if family == "sdxl" else "demo")
-    config = demo_config(demo, run_folder)
+    config = demo_config(demo, run_folder, family)
     json_path = seed_json.save(config, run_folder, name="demo")
 
     samples: list[SampleMade] = []
@@ -110,10 +117,10 @@ def run_demo(output_folder: str | None = None, family: str = "sd15") -> TrainRes
     return result
 
 
-def demo_config(demo: DemoPaths, run_folder: Path) -> TrainConfig:
-    """The demo's settings for the built demo model and images, training into `run_folder`."""
+def demo_config(demo: DemoPaths, run_folder: Path, family: str = "sd15") -> TrainConfig:
+    """The demo's settings for the built demo model of `family` and its images, training into `run_folder`."""
     config = TrainConfig()
-    for name, value in DEMO_SETTINGS.items():
+    for name, value in {**DEMO_SETTINGS, **(SDXL_DEMO_SETTINGS if family == "sdxl" else {})}.items():
         config.set(name, value)
     config.set("base_model", str(demo.model))
     config.set("img_folder", str(demo.images))
