@@ -7,8 +7,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
-# As sd_scripts/__init__.py sets it (see why there), for test modules that import torch before sd_scripts.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 import pytest  # noqa: E402  (after the environment is set, before anything imports torch)
