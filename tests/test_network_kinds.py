@@ -113,11 +113,12 @@ def write_loha_file(path: Path) -> Path:
     return path
 
 
-def test_a_file_to_continue_from_must_be_of_the_type_being_trained(tmp_path: Path):
+def test_a_file_to_continue_from_must_be_of_the_type_being_trained(tmp_path: Path, demo):
     loha = write_loha_file(tmp_path / "style.safetensors")
     keys, metadata = read_file_keys(loha)
     assert metadata == {"ss_network_module": "lycoris.kohya"} and len(keys) == 5
-    args = TrainArgs(pretrained_model_name_or_path="m.safetensors", train_data_dir="i", output_dir="o",
+    # a real SD1.5-layout model: the file's family is checked against the model's before its type
+    args = TrainArgs(pretrained_model_name_or_path=str(demo.model), train_data_dir="i", output_dir="o",
                      network_weights=str(loha))
     with pytest.raises(UserFacingError, match="style.safetensors, is a LoHa network but this training is set up "
                                               "for LoRA; choose LoHa"):

@@ -23,6 +23,7 @@ from test_lora_fixtures import tiny_text_encoder, tiny_unet, tiny_vae
 from sd_scripts.args import SAMPLERS as OFFERED_SAMPLERS
 from sd_scripts.args import TrainArgs
 from sd_scripts.dataset import cache_latents, epoch_batches, latents_npz_path, load_batch, scan_dataset
+from sd_scripts.models import save_ldm_checkpoint
 from sd_scripts.models.base_model import SD_V1, BaseModel
 from sd_scripts.models.shipped_assets import CLIP_TOKENIZER_DIR
 from sd_scripts.models.text_encoding import tokenize
@@ -235,15 +236,18 @@ def test_the_seed_alone_decides_the_initial_lora_weights_drawn_as_sd_scripts_dra
     the LoRA's initial weights are still those drawn from the seed, in LoRANetwork's order."""
     from sd_scripts.training import loop
 
-    def load_drawing_model(path, **_):
-        torch.rand(1000)  # a loader that consumes random numbers
+    def tiny_model(path) -> BaseModel:
         return BaseModel(unet=tiny_unet(), vae=tiny_vae(), text_encoder=tiny_text_encoder(),
                          tokenizer=load_tokenizer(False), version=SD_V1, v2=False, v_parameterization=False, path=path)
 
-    monkeypatch.setattr(loop, "load_base_model", load_drawing_model)
+    def load_drawing_model(path, **_):
+        torch.rand(1000)  # a loader that consumes random numbers
+        return tiny_model(path)
+
     write_folder(tmp_path / "images" / "1_a", [(64, 64)])
-    model_file = tmp_path / "model.safetensors"
-    model_file.write_bytes(b"0")
+    model_file = tmp_path / "model.safetensors"  # a real file: its header is checked before the model loads
+    save_ldm_checkpoint(tiny_model(model_file), model_file)
+    monkeypatch.setattr(loop, "load_base_model", load_drawing_model)
 
     def initial_state(seed: int) -> dict[str, torch.Tensor]:
         args = TrainArgs(pretrained_model_name_or_path=str(model_file), train_data_dir=str(tmp_path / "images"),

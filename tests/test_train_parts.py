@@ -233,7 +233,7 @@ def _valid_args(**changes) -> TrainArgs:
     ({"train_data_dir": None}, "image folder"),
     ({"learning_rate": 0.0}, "learning rate"),
     ({"network_module": "networks.oft"}, "not one this trainer has"),
-    ({"color_aug": True, "cache_latents": True}, "Color augmentation"),
+    ({"color_aug": True, "cache_latents": True}, "Colour augmentation"),
     ({"network_train_unet_only": True, "network_train_text_encoder_only": True}, "choose one"),
     ({"lr_scheduler": "warmup_stable_decay"}, "lr_scheduler"),
     ({"max_token_length": 100}, "max_token_length"),
