@@ -43,3 +43,14 @@ def tiny_sdxl_files(tiny_sdxl, tmp_path_factory):
     save_ldm_checkpoint(tiny_sdxl, root / "tiny_sdxl.safetensors")
     save_diffusers_folder(tiny_sdxl, root / "diffusers")
     return root / "tiny_sdxl.safetensors", root / "diffusers"
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for a test that trains: on 2 shared cores more threads only spin and wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

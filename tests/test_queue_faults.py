@@ -59,17 +59,6 @@ def write_settings(folder: Path, name: str, **values) -> Path:
 
 
 @pytest.fixture
-def one_thread():
-    """One torch thread: on 2 cores shared with other tests, more threads only spin and wait for each other."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def released(monkeypatch) -> list[int]:
     """Counts the queue's memory releases between runs instead of collecting garbage (seconds with torch loaded)."""
     calls: list[int] = []

@@ -10,7 +10,6 @@ import gc
 from pathlib import Path
 
 import pytest
-import torch
 from accelerate.state import is_initialized
 from diffusers import UNet2DConditionModel
 
@@ -32,15 +31,6 @@ def save_settings(queue: Path, file_name: str, **values) -> None:
     for name, value in {**TINY, **values}.items():
         config.set(name, value)
     seed_json.save(config, queue).rename(queue / file_name)
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: on 2 cores shared with other tests, more threads only spin and wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def live_unets() -> int:

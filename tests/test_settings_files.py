@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import tomli_w
-import torch
 
 import questions
 from questions.start import settings_file_problem
@@ -35,15 +34,6 @@ from wizard.translate import to_train_args
 
 # Keys that differ between any two runs by their nature: when and which session, not how it trained.
 PER_RUN_KEYS = {"ss_session_id", "ss_training_started_at", "ss_training_finished_at"}
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: on 2 shared cores more threads only wait for each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def metadata_of(folder: Path, name: str) -> dict[str, str]:
