@@ -1,6 +1,7 @@
 """Our trainer against kohya-ss/sd-scripts on the same machine, the same file and the same settings (issue 14).
 
-    python benchmarks/sd_scripts_compare.py --sd-scripts /tmp/s5/sdscripts --sd-scripts-python /tmp/s5/sdscripts-venv/bin/python
+    python benchmarks/sd_scripts_setup.py --mirror PATH_TO_A_CLONE_OF_SD_SCRIPTS --into DIR   # once
+    python benchmarks/sd_scripts_compare.py --env DIR
 
 Both train a LoRA (dim 4, AdamW, fp32, SDPA attention, cached latents, batch 1, no data-loader workers) on one
 single file of random weights with SD1.5's real shapes (written once, by `sd_scripts.bench.random_checkpoint`) and one
@@ -15,8 +16,9 @@ process by wrapping the trainer's own functions, the same way on both sides:
 It prints every run, then the medians over the rounds and the medians of the per-round ratios theirs / ours (above
 1: ours is faster or smaller), ours / ours-bf16 and theirs / ours-bf16, and the machine's load average before and after.
 
-sd-scripts needs its own environment (its pinned transformers, diffusers and accelerate are older than ours); its
-tokenizer is given from our shipped CLIP files through `--tokenizer_cache_dir`, so nothing is downloaded.
+sd-scripts needs its own environment (its pinned transformers, diffusers and accelerate are older than ours), which
+benchmarks/sd_scripts_setup.py makes (its docstring says how); its tokenizer is given from our shipped CLIP files
+through `--tokenizer_cache_dir`, so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 MARK = "PHASES "  # the line an inner run prints its timings on
 SIDES = {"ours": ("ours", "no"), "theirs": ("theirs", "no"), "ours-bf16": ("ours", "bf16")}  # trainer, precision
 RATIOS = (("theirs", "ours"), ("ours", "ours-bf16"), ("theirs", "ours-bf16"))  # above 1: the denominator is faster
+DEFAULT_ENV = Path(tempfile.gettempdir()) / "sd_scripts_compare_env"  # sd_scripts_setup.py's --into default
 
 
 # --- inside one run ---------------------------------------------------------------------------------------------
@@ -145,12 +148,15 @@ def run_once(side: str, python: str, cwd: Path, arguments: list[str], threads: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inner", choices=("ours", "theirs"), help=argparse.SUPPRESS)
-    parser.add_argument("--sd-scripts", type=Path, default=Path("/tmp/s5/sdscripts"),
-                        help="a work tree of kohya-ss/sd-scripts")
-    parser.add_argument("--sd-scripts-python", default="/tmp/s5/sdscripts-venv/bin/python",
-                        help="the Python of an environment with sd-scripts' requirements")
-    parser.add_argument("--sd-scripts-pythonpath", default="",
-                        help="PYTHONPATH for sd-scripts' runs (e.g. a folder with a stand-in torchvision)")
+    parser.add_argument("--env", type=Path, default=DEFAULT_ENV,
+                        help="a folder made by benchmarks/sd_scripts_setup.py (its sdscripts, sdscripts-venv and "
+                             f"tv_shim give the three options below their defaults); {DEFAULT_ENV} by default")
+    parser.add_argument("--sd-scripts", type=Path, help="a work tree of kohya-ss/sd-scripts (ENV/sdscripts)")
+    parser.add_argument("--sd-scripts-python",
+                        help="the Python of an environment with sd-scripts' requirements "
+                             "(ENV/sdscripts-venv/bin/python)")
+    parser.add_argument("--sd-scripts-pythonpath",
+                        help="PYTHONPATH for sd-scripts' runs, e.g. a folder with a stand-in torchvision (ENV/tv_shim)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per run (one warm-up step before them)")
     parser.add_argument("--images", type=int, default=3, help="images in the dataset: the latents cached per run")
@@ -163,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sd_scripts_compare")
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     settings = parser.parse_args(argv)
+    settings.sd_scripts = settings.sd_scripts or settings.env / "sdscripts"
+    settings.sd_scripts_python = settings.sd_scripts_python or str(settings.env / "sdscripts-venv" / "bin" / "python")
+    settings.sd_scripts_pythonpath = (settings.sd_scripts_pythonpath if settings.sd_scripts_pythonpath is not None
+                                      else str(settings.env / "tv_shim"))
     if settings.inner == "ours":
         run_ours(settings.rest)
         return 0
