@@ -25,27 +25,27 @@ def weights_variant(part: Path) -> str | None:
 
 
 def load_diffusers_folder(
-    folder: Path, sdxl: bool
+    folder: Path, sdxl: bool, dtype: torch.dtype = torch.float32, vae_dtype: torch.dtype = torch.float32
 ) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTextModelWithProjection | None]:
-    """The U-Net, VAE and text encoder(s) in float32; the second text encoder only for `sdxl`."""
+    """The U-Net and text encoder(s) in `dtype`, the VAE in `vae_dtype`; the second text encoder only for `sdxl`."""
     parts = ("unet", "vae", "text_encoder", "text_encoder_2") if sdxl else ("unet", "vae", "text_encoder")
     for part in parts:
         if not (folder / part / "config.json").is_file():
             raise UserFacingError(f"The diffusers model folder {folder} has no complete '{part}' part; copy or download the whole model folder again.")
     try:
         unet = UNet2DConditionModel.from_pretrained(
-            folder, subfolder="unet", local_files_only=True, torch_dtype=torch.float32, variant=weights_variant(folder / "unet")
+            folder, subfolder="unet", local_files_only=True, torch_dtype=dtype, variant=weights_variant(folder / "unet")
         )
         vae = AutoencoderKL.from_pretrained(
-            folder, subfolder="vae", local_files_only=True, torch_dtype=torch.float32, variant=weights_variant(folder / "vae")
+            folder, subfolder="vae", local_files_only=True, torch_dtype=vae_dtype, variant=weights_variant(folder / "vae")
         )
         text_encoder = CLIPTextModel.from_pretrained(
-            folder / "text_encoder", local_files_only=True, dtype=torch.float32, variant=weights_variant(folder / "text_encoder")
+            folder / "text_encoder", local_files_only=True, dtype=dtype, variant=weights_variant(folder / "text_encoder")
         )
         text_encoder_2 = None
         if sdxl:
             text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
-                folder / "text_encoder_2", local_files_only=True, dtype=torch.float32, variant=weights_variant(folder / "text_encoder_2")
+                folder / "text_encoder_2", local_files_only=True, dtype=dtype, variant=weights_variant(folder / "text_encoder_2")
             )
     except (OSError, ValueError) as error:
         raise UserFacingError(f"The diffusers model folder {folder} is missing weight files or they are damaged; copy or download the whole model folder again.") from error

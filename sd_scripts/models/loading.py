@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
 from diffusers import AutoencoderKL
 
 from sd_scripts.errors import UserFacingError
 from sd_scripts.models.base_model import SD_V1, SD_V2, SD_V2_V, SDXL, BaseModel
-from sd_scripts.models.checkpoint_file import read_checkpoint
+from sd_scripts.models.checkpoint_file import CheckpointTensors, read_checkpoint
 from sd_scripts.models.checkpoint_header import family_from_keys, read_model_family
 from sd_scripts.models.diffusers_folder import load_diffusers_folder
 from sd_scripts.models.family import unet_predicts_velocity
@@ -30,18 +31,22 @@ def load_base_model(
     v_parameterization: bool | None = None,
     vae: str | os.PathLike | None = None,
     tokenizer_cache_dir: str | os.PathLike | None = None,
+    dtype: torch.dtype = torch.float32,
+    vae_dtype: torch.dtype = torch.float32,
 ) -> BaseModel:
     """Load the base model. `v2` / `v_parameterization` are the user's answers (None: not given); `vae` replaces
-    the model's VAE (LDM or diffusers file, or diffusers folder)."""
+    the model's VAE (LDM or diffusers file, or diffusers folder). The U-Net and text encoders come in `dtype`, the VAE
+    in `vae_dtype`, each weight cast as it is read (a half-precision run never holds the model in float32)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserFacingError(f"The base model {path} does not exist; check the path and choose the model again.")
     text_encoder_2 = None
     if path.is_dir():
         family = read_model_family(path)
-        unet, model_vae, text_encoder, text_encoder_2 = load_diffusers_folder(path, sdxl=family.is_sdxl)
+        unet, model_vae, text_encoder, text_encoder_2 = load_diffusers_folder(path, sdxl=family.is_sdxl, dtype=dtype,
+                                                                              vae_dtype=vae_dtype)
     else:
-        checkpoint, metadata = read_checkpoint(path)
+        checkpoint, metadata = read_checkpoint(path, lambda key: vae_dtype if key.startswith(VAE_PREFIX) else dtype)
         family = family_from_keys(checkpoint, metadata)
         unet = unet_from_ldm(checkpoint, family.version)
         text_encoder = text_encoder_from_ldm(checkpoint, family.version)
@@ -54,7 +59,7 @@ def load_base_model(
         del checkpoint
     file_v2 = family.version in (SD_V2, SD_V2_V)
     if vae is not None:
-        model_vae = load_vae(vae)
+        model_vae = load_vae(vae, vae_dtype)
     # sd-scripts scales latents by its family's constant whatever VAE it is given (SDXL 0.13025, else 0.18215)
     family_vae = SDXL if family.is_sdxl else SD_V1
     model_vae.register_to_config(scaling_factor=component_config(family_vae, "vae")["scaling_factor"])
@@ -101,9 +106,9 @@ def load_base_model(
     )
 
 
-def load_vae(path: str | os.PathLike) -> AutoencoderKL:
-    """A replacement VAE: a diffusers folder (or a model folder with `vae/`), or a file in LDM names (with or
-    without `first_stage_model.`) or diffusers names."""
+def load_vae(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> AutoencoderKL:
+    """A replacement VAE in `dtype`: a diffusers folder (or a model folder with `vae/`), or a file in LDM names (with
+    or without `first_stage_model.`) or diffusers names."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserFacingError(f"The VAE {path} does not exist; check the path and choose the VAE again.")
@@ -112,17 +117,17 @@ def load_vae(path: str | os.PathLike) -> AutoencoderKL:
         if not (folder / "config.json").is_file():
             raise UserFacingError(f"The folder {path} is not a diffusers VAE (it has no config.json); choose a VAE file or folder.")
         try:
-            return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+            return AutoencoderKL.from_pretrained(folder, local_files_only=True, torch_dtype=dtype)
         except (OSError, ValueError) as error:
             raise UserFacingError(f"The VAE folder {path} is missing its weights or they are damaged; copy it again.") from error
-    tensors, _ = read_checkpoint(path)
+    tensors, _ = read_checkpoint(path, lambda key: dtype)
     if any(key.startswith(VAE_PREFIX) for key in tensors):
         return vae_from_ldm(tensors)
     if "encoder.down.0.block.0.conv1.weight" in tensors:
         return vae_from_ldm(tensors, prefix="")
     if "encoder.down_blocks.0.resnets.0.conv1.weight" in tensors:
         num_blocks = len({key.split(".")[2] for key in tensors if key.startswith("encoder.down_blocks.")})
-        return vae_from_ldm(vae_to_ldm(tensors, num_blocks, prefix=""), prefix="")
+        return vae_from_ldm(CheckpointTensors.of(vae_to_ldm(tensors, num_blocks, prefix=""), lambda key: dtype), prefix="")
     raise UserFacingError(f"{path.name} is not a VAE; choose a Stable Diffusion VAE file (.safetensors or .ckpt).")
 
 

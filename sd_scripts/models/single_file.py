@@ -1,8 +1,9 @@
 """Building the diffusers modules of a single-file LDM checkpoint with diffusers' own converters.
 
 The configs come from the tensor shapes (architecture.py), so nothing is fetched from a hub. Modules are created
-without allocating weights and take the checkpoint's tensors directly (cast to float32, as sd-scripts loads them);
-a strict load makes any unexpected layout fail loudly instead of training a half-random model.
+without allocating weights and take the checkpoint's tensors directly, each read and cast to its part's dtype only when
+the converter asks for it (checkpoint_file.CheckpointTensors); a strict load makes any unexpected layout fail loudly
+instead of training a half-random model.
 """
 
 from __future__ import annotations
@@ -25,18 +26,12 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from sd_scripts.errors import UserFacingError
 from sd_scripts.models.architecture import text_encoder_config, unet_config, vae_config
 from sd_scripts.models.base_model import SD_V1, SDXL
+from sd_scripts.models.checkpoint_file import CheckpointTensors
 from sd_scripts.models.ldm_layout import SD2_TEXT_PREFIX, SDXL_TEXT_2_PREFIX, VAE_PREFIX
 
-Tensors = Mapping[str, torch.Tensor]
-
-
-def _shapes(tensors: Tensors) -> dict[str, tuple[int, ...]]:
-    return {key: tuple(tensor.shape) for key, tensor in tensors.items()}
-
-
-def _fill(module: nn.Module, state_dict: Tensors, what: str) -> nn.Module:
+def _fill(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> nn.Module:
     """Give an empty (meta) module the checkpoint's tensors, all of them and nothing else."""
-    weights = {key: tensor.to(torch.float32).contiguous() for key, tensor in state_dict.items()}
+    weights = {key: tensor.contiguous() for key, tensor in state_dict.items()}
     try:
         module.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as error:
@@ -46,9 +41,9 @@ def _fill(module: nn.Module, state_dict: Tensors, what: str) -> nn.Module:
     return module.eval()
 
 
-def unet_from_ldm(checkpoint: Tensors, version: str) -> UNet2DConditionModel:
+def unet_from_ldm(checkpoint: CheckpointTensors, version: str) -> UNet2DConditionModel:
     try:
-        config = unet_config(_shapes(checkpoint), version)
+        config = unet_config(checkpoint.shapes, version)
     except (KeyError, IndexError, StopIteration, ValueError) as error:
         raise UserFacingError("The UNet in this file has an unexpected layout; choose a standard SD 1.x/2.x or SDXL model.") from error
     converted = convert_ldm_unet_checkpoint(checkpoint, config)
@@ -60,12 +55,12 @@ def unet_from_ldm(checkpoint: Tensors, version: str) -> UNet2DConditionModel:
     return _fill(unet, converted, "UNet")
 
 
-def vae_from_ldm(checkpoint: Tensors, prefix: str = VAE_PREFIX, version: str = SD_V1) -> AutoencoderKL:
+def vae_from_ldm(checkpoint: CheckpointTensors, prefix: str = VAE_PREFIX, version: str = SD_V1) -> AutoencoderKL:
     """The VAE under `prefix` (`first_stage_model.` in a full checkpoint, "" in a VAE-only file), configured for the
     family `version` (SDXL's latent scale differs)."""
-    vae_tensors = {key[len(prefix):]: tensor for key, tensor in checkpoint.items() if key.startswith(prefix)}
+    vae_tensors = checkpoint.under(prefix)
     try:
-        config = vae_config(_shapes(vae_tensors), prefix="", version=version)
+        config = vae_config(vae_tensors.shapes, prefix="", version=version)
     except (KeyError, IndexError) as error:
         raise UserFacingError("The VAE in this file has an unexpected layout; choose a standard SD VAE.") from error
     converted = convert_ldm_vae_checkpoint(vae_tensors, config)
@@ -74,11 +69,11 @@ def vae_from_ldm(checkpoint: Tensors, prefix: str = VAE_PREFIX, version: str = S
     return _fill(vae, converted, "VAE")
 
 
-def text_encoder_from_ldm(checkpoint: Tensors, version: str) -> CLIPTextModel:
+def text_encoder_from_ldm(checkpoint: CheckpointTensors, version: str) -> CLIPTextModel:
     """SD1 and SDXL's first encoder: OpenAI CLIP, with or without `text_model.` in its keys. SD2: OpenCLIP converted
     to CLIP with its last layer dropped (23 of 24 for real SD2), as sd-scripts and SD2's own diffusers config do."""
     try:
-        config = CLIPTextConfig(**text_encoder_config(_shapes(checkpoint), version))
+        config = CLIPTextConfig(**text_encoder_config(checkpoint.shapes, version))
     except (KeyError, StopIteration, ValueError) as error:
         raise UserFacingError("The text encoder in this file has an unexpected layout; choose a standard SD model.") from error
     with init_empty_weights():
@@ -87,7 +82,7 @@ def text_encoder_from_ldm(checkpoint: Tensors, version: str) -> CLIPTextModel:
         converted = convert_ldm_clip_checkpoint(checkpoint)  # strips SD1's and SDXL's CLIP-L prefixes
     else:
         dropped = f"{SD2_TEXT_PREFIX}transformer.resblocks.{config.num_hidden_layers}."
-        kept = {k: v for k, v in checkpoint.items() if k.startswith(SD2_TEXT_PREFIX) and not k.startswith(dropped)}
+        kept = checkpoint.without(lambda key: not key.startswith(SD2_TEXT_PREFIX) or key.startswith(dropped))
         converted = convert_open_clip_checkpoint(text_encoder, kept, prefix=SD2_TEXT_PREFIX)
     converted = {
         key.removeprefix("text_model."): tensor
@@ -97,15 +92,15 @@ def text_encoder_from_ldm(checkpoint: Tensors, version: str) -> CLIPTextModel:
     return _fill(text_encoder, converted, "text encoder")
 
 
-def text_encoder_2_from_ldm(checkpoint: Tensors) -> CLIPTextModelWithProjection:
+def text_encoder_2_from_ldm(checkpoint: CheckpointTensors) -> CLIPTextModelWithProjection:
     """SDXL's OpenCLIP-G (`conditioner.embedders.1.model.`) as CLIP with its text projection, every layer kept: the
     pooled embedding comes from the last one."""
     try:
-        config = CLIPTextConfig(**text_encoder_config(_shapes(checkpoint), SDXL, second=True))
+        config = CLIPTextConfig(**text_encoder_config(checkpoint.shapes, SDXL, second=True))
     except (KeyError, StopIteration, ValueError) as error:
         raise UserFacingError("The second text encoder in this file has an unexpected layout; choose a standard SDXL model.") from error
     with init_empty_weights():
         text_encoder = CLIPTextModelWithProjection(config)
-    second = {key: tensor for key, tensor in checkpoint.items() if key.startswith(SDXL_TEXT_2_PREFIX)}
+    second = checkpoint.without(lambda key: not key.startswith(SDXL_TEXT_2_PREFIX))
     converted = convert_open_clip_checkpoint(text_encoder, second, prefix=SDXL_TEXT_2_PREFIX)
     return _fill(text_encoder, converted, "second text encoder")

@@ -168,18 +168,20 @@ class TrainingSession:
             self.remove_unfinished_writes()
             announce_run(args)  # the other processes (if any) train these very settings, seed included
 
+        # sd-scripts' no_half_vae: the VAE stays float32 under mixed precision (SDXL's overflows in fp16).
+        self.vae_dtype = torch.float32 if args.no_half_vae else self.weight_dtype
         self.model = load_base_model(
             args.pretrained_model_name_or_path,
             v2=args.v2 or None,
             v_parameterization=args.v_parameterization or None,
             vae=args.vae,
             tokenizer_cache_dir=args.tokenizer_cache_dir,
+            dtype=self.weight_dtype,
+            vae_dtype=self.vae_dtype,
         )
         self.note(*self.model.notes)
         self.v_parameterization = self.model.v_parameterization
         self.note(*check_settings_for_model(args, self.plan, self.model.is_sdxl, self.v_parameterization))
-        # sd-scripts' no_half_vae: the VAE stays float32 under mixed precision (SDXL's overflows in fp16).
-        self.vae_dtype = torch.float32 if args.no_half_vae else self.weight_dtype
 
         self.network = self.build_network()
         self.prepare_models()

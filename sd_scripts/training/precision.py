@@ -73,11 +73,12 @@ def configure_attention(unet: torch.nn.Module, vae: torch.nn.Module, *, xformers
 
 
 def freeze_base_model(modules: tuple[torch.nn.Module, ...], device: torch.device, dtype: torch.dtype) -> None:
-    """The base model is never trained: no gradients, moved to the device and cast to the training precision."""
+    """The base model is never trained: no gradients, moved to the device and cast to the training precision (a
+    no-op when it was loaded in it, as the trainer loads it)."""
     for module in modules:
         module.requires_grad_(False)
         module.to(device)
-        if dtype != torch.float32:
+        if any(parameter.dtype != dtype for parameter in module.parameters() if parameter.is_floating_point()):
             module.to(dtype=dtype)
         module.eval()
 
