@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sd_scripts.networks.kinds import NETWORK_TYPES, NetworkType, parse_network_args
+from sd_scripts.notices import quiet_library_notices
 
 MODELS = ("sd15", "sd2", "sdxl", "tiny", "tiny-sdxl")
 # "lora", "locon", "lycoris-locon", "loha", "lokr", "ia3", "dylora": the table's names as command-line words
@@ -100,6 +101,10 @@ class BenchResult:
     lora_change: float = 0.0  # |trained - initial| / |initial| over the network's weights: above 0 when it learns
     peak_bf16_tflops: float | None = None  # the GPU's, from PEAK_BF16_TFLOPS; None on a CPU or an unknown GPU
     fraction_of_peak: float | None = None  # achieved by the SD1.5 ruler over the peak; SD1 models on known GPUs only
+    # Counted by torch's FlopCounterMode in a warm-up (matrix products, convolutions, attention; not elementwise work)
+    step_gflop: float | None = None  # one step, forward and backward; None when compiled (not counted then)
+    latent_gflop_per_image: float | None = None  # one VAE encode
+    matmul_tflops: float | None = None  # on a CPU: its own speed at a large matrix product in the run's dtype
 
     def report(self) -> str:
         lines = [
@@ -128,7 +133,24 @@ class BenchResult:
         if self.fraction_of_peak is not None:
             lines.append(f"fraction of bf16 peak ({self.peak_bf16_tflops:.0f} TFLOP/s, SD1.5 ruler): "
                          f"{self.fraction_of_peak:.1%}")
+        lines += self._counted_work()
         return "\n".join(lines)
+
+    def _counted_work(self) -> list[str]:
+        """The counted work and the rate reached, against this CPU's own matrix-product speed where measured."""
+        rates = []
+        if self.step_gflop is not None:
+            rates.append(("step", self.step_gflop, self.step_gflop / self.seconds_per_step))
+        if self.latent_gflop_per_image is not None and self.latent_seconds_per_image:
+            rates.append(("latent caching, per image", self.latent_gflop_per_image,
+                          self.latent_gflop_per_image / self.latent_seconds_per_image))
+        lines = [f"counted work, {what}: {gflop:.3g} GFLOP, {rate:.1f} GFLOP/s" + (
+            f" ({rate / (self.matmul_tflops * 1e3):.0%} of this CPU's matrix-product speed)" if self.matmul_tflops
+            else "") for what, gflop, rate in rates]
+        if self.matmul_tflops:
+            lines.append(f"this CPU's matrix-product speed in the run's precision: {self.matmul_tflops * 1e3:.1f} "
+                         "GFLOP/s")
+        return lines
 
 
 def random_model(name: str):
@@ -184,6 +206,30 @@ def bench_dataset(folder: Path, images: int, resolution: int) -> Path:
 def peak_bf16_tflops(device_name: str) -> float | None:
     """The dense bf16 peak of a GPU named like `device_name`, or None when the table does not know it."""
     return next((tflops for name, tflops in PEAK_BF16_TFLOPS if name.lower() in device_name.lower()), None)
+
+
+def counted_gflop(function: Callable[[], object]) -> float:
+    """The matrix-product, convolution and attention work of one call, counted by torch as it runs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        function()
+    return counter.get_total_flops() / 1e9
+
+
+def cpu_matmul_tflops(dtype, side: int = 2048, repeats: int = 3) -> float:
+    """This CPU's speed at a large square matrix product in `dtype` with torch's threads: the practical peak that
+    the counted work of a step is measured against (the best of a few products)."""
+    import torch
+
+    a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
+    a @ b
+    fastest = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        fastest = min(fastest, time.perf_counter() - started)
+    return 2 * side**3 / fastest / 1e12
 
 
 def sd15_ruler_tflops(resolution: int, batch_size: int, seconds_per_step: float) -> float:
@@ -298,11 +344,12 @@ def run_benchmark(
         print(note, file=sys.stderr)
     accelerator = create_accelerator(precision)
     device, dtype = accelerator.device, WEIGHT_DTYPES[precision]
+    vae_dtype = torch.float32 if no_half_vae else dtype
     load_seconds = None
     if base is None:
         path = Path(checkpoint) if checkpoint else random_checkpoint(model)
         started = time.perf_counter()
-        base = load_base_model(path)
+        base = load_base_model(path, dtype=dtype, vae_dtype=vae_dtype)
         load_seconds = time.perf_counter() - started
     unet_only = unet_only or cache_text_encoder_outputs  # cached outputs cannot follow a trained text encoder
     spec = network_spec(network, dim=dim, network_args=network_args, unet_only=unet_only)
@@ -310,7 +357,6 @@ def run_benchmark(
     network_object.apply_to()
     network_object.train()  # DyLoRA's random rank acts in training mode, as in the trainer
     freeze_base_model((base.unet, *base.text_encoders), device, dtype)
-    vae_dtype = torch.float32 if no_half_vae else dtype
     freeze_base_model((base.vae,), device, vae_dtype)
     network_object.to(device, dtype=torch.float32)
     for note in configure_attention(base.unet, base.vae, xformers=attention == "xformers", on_cuda=device.type == "cuda"):
@@ -420,6 +466,10 @@ def run_benchmark(
             peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process RSS"
         trained = torch.cat([p.detach().flatten().float().cpu() for p in parameters])
         change = float((trained - initial).norm() / initial.norm().clamp_min(1e-12))
+        # The work is counted last, outside the timing and after the peak is read: the counter keeps its own
+        # bookkeeping alive during the call. Compiled code is not counted (the counter sees no kernels inside it).
+        step_gflop = None if compile_unet else counted_gflop(one_step)
+        latent_gflop = counted_gflop(lambda: encode_pixels(pixels)) / batch_size if cache_images else None
     finally:
         network_object.restore()  # the base model may serve the next network
         reset_accelerate_state()
@@ -457,6 +507,9 @@ def run_benchmark(
         lora_change=change,
         peak_bf16_tflops=peak_tflops,
         fraction_of_peak=fraction,
+        step_gflop=step_gflop,
+        latent_gflop_per_image=latent_gflop,
+        matmul_tflops=cpu_matmul_tflops(dtype) if device.type == "cpu" else None,
     )
 
 
@@ -542,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{DEFAULT_JSON_LOG.name})")
     parser.add_argument("--no-json-log", action="store_true", help="write no JSON line")
     options = parser.parse_args(argv)
+    quiet_library_notices()
     if options.resolution % 8 or options.resolution < 64 or min(options.batch_size, options.steps, options.rounds) < 1:
         parser.error("the resolution must be a multiple of 8 of at least 64, and batch size, steps and rounds at "
                      "least 1")

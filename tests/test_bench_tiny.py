@@ -44,6 +44,25 @@ def test_benchmark_command_line_times_every_phase_of_a_run_and_logs_it(demo, cap
     assert record["peak_memory_kind"] == "process RSS" and record["peak_memory_bytes"] > 100 * 2**20
     assert record["gpu"] is None and record["command"].startswith("python -m sd_scripts.bench --checkpoint")
     assert math.isfinite(record["final_loss"]) and record["lora_change"] > 0
+    assert printed.count("counted work, step:") == 2 and printed.count("counted work, latent caching") == 2
+    assert record["step_gflop"] > 0 and record["latent_gflop_per_image"] > 0 and record["matmul_tflops"] > 0
+
+
+def test_counted_work_follows_the_textbook_counts_and_skips_frozen_weights():
+    """2·m·n·k per matrix product; a convolution is one per output pixel. Backward: the input's gradient always, the
+    weight's only when it is trained (a frozen base layer costs two products, not three)."""
+    from sd_scripts.bench import counted_gflop
+
+    m, k, n = 64, 128, 256
+    x, weight = torch.randn(m, k), torch.randn(n, k)
+    assert counted_gflop(lambda: x @ weight.T) == pytest.approx(2 * m * k * n / 1e9)
+    image, kernel = torch.randn(1, 8, 16, 16), torch.randn(4, 8, 3, 3)
+    assert counted_gflop(lambda: torch.nn.functional.conv2d(image, kernel, padding=1)) == pytest.approx(
+        2 * 8 * 4 * 9 * 16 * 16 / 1e9)
+    trained_input = torch.randn(m, k, requires_grad=True)
+    frozen = counted_gflop(lambda: (trained_input @ weight.T).sum().backward())
+    trained = counted_gflop(lambda: (trained_input @ weight.T.requires_grad_()).sum().backward())
+    assert (frozen, trained) == (pytest.approx(2 * 2 * m * k * n / 1e9), pytest.approx(3 * 2 * m * k * n / 1e9))
 
 
 def test_a_bf16_autocast_cpu_step_trains(monkeypatch):
