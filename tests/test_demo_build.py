@@ -19,15 +19,20 @@ def test_demo_is_reused_untouched_when_current(demo):
     assert before == {p: p.stat().st_mtime_ns for p in first.rglob("*")}  # nothing rewritten
 
 
-def test_a_changed_or_missing_file_rebuilds_the_demo_to_the_same_bytes(demo, tmp_path):
+def test_a_changed_or_missing_file_rebuilds_the_demo_to_the_same_bytes(tmp_path, monkeypatch):
     # One rebuild shows both: a second pre-training from nothing gives the very bytes of the first (the model file is
-    # gone, so it is trained again), and a damaged copy is repaired rather than trusted.
+    # gone, so it is trained again), and a damaged copy is repaired rather than trusted. The pre-training's length
+    # does not change its code path (the full one is the session's `demo` fixture): 2 steps each, on one thread.
+    monkeypatch.setattr(demo_pretraining, "VAE_STEPS", 2)
+    monkeypatch.setattr(demo_pretraining, "UNET_STEPS", 2)
+    monkeypatch.setattr(demo_pretraining, "PRETRAINING_THREADS", 1)
+    first = build_demo(tmp_path / "first")
     root = tmp_path / "demo"
-    shutil.copytree(demo.model.parent, root)
+    shutil.copytree(first.model.parent, root)
     original = all_bytes(root)
     caption = next((root / "images" / REPEATS_FOLDER).glob("*.txt"))
     caption.write_text("edited")
-    (root / demo.model.name).unlink()
+    (root / first.model.name).unlink()
     build_demo(root)
     assert all_bytes(root) == original
 
