@@ -36,19 +36,12 @@ def test_each_memory_saver_saves(saving, costly):
     assert total(replace(PUBLISHED, **saving)) < total(replace(PUBLISHED, **costly))
 
 
-def test_the_calibration_figures_are_met():
+def test_the_published_gpu_figures_are_met_within_the_estimates_aim():
     # Published for sd-scripts: SD1.5 LoRA 512 px, fp16, cached latents, AdamW8bit: ~6 GB with checkpointing,
-    # 7-8 GB without.
-    assert total(PUBLISHED) == pytest.approx(6.0, rel=0.1)  # a third-party figure; sd-scripts' SDXL 8 GB weighs more
-    assert 7.0 <= total(replace(PUBLISHED, gradient_checkpointing=False)) <= 8.0
-    # Measured (feasibility.md §3): the U-Net alone in fp32 on a CPU with a rank-4 LoRA.
-    unet_only = replace(SD1, text_encoder_params=0)
-    cpu = TrainingSetup(resolution=(512, 512), batch_size=1, mixed_precision="no", gradient_checkpointing=False,
-                        cache_latents=True, optimizer="AdamW", lora=LoraShape(dim=4, train_text_encoder=False),
-                        on_gpu=False)
-    assert total(cpu, unet_only) == pytest.approx(7.5, abs=0.3)
-    assert total(replace(cpu, gradient_checkpointing=True), unet_only) == pytest.approx(5.6, abs=0.3)
-    assert total(replace(cpu, resolution=(256, 256)), unet_only) == pytest.approx(4.8, abs=0.3)
+    # 7-8 GB without. Third-party figures; sd-scripts' own SDXL 8 GB (test_sdxl_wizard_memory.py) weighs more. The
+    # measured CPU figures are in test_memory_estimate_measured.py.
+    assert total(PUBLISHED) == pytest.approx(6.0, rel=0.2)
+    assert total(replace(PUBLISHED, gradient_checkpointing=False)) == pytest.approx(7.5, rel=0.2)
 
 
 def test_sd2_needs_more_than_sd1_for_its_bigger_text_encoder():
