@@ -215,3 +215,19 @@ def test_lora_stays_fp32_on_a_bf16_base(models):
     assert all(parameter.dtype == torch.float32 for parameter in network.parameters())
     assert bf16_output.dtype == torch.bfloat16
     torch.testing.assert_close(bf16_output.float(), fp32_output, atol=0.1, rtol=0.05)
+
+
+def test_under_autocast_the_update_takes_the_half_precision_input_as_it_is(models):
+    """Autocast casts a Linear's input and weights to bf16 itself: the update's result is the very one it gives with
+    the input first cast to float32 (as outside autocast), without copying every activation there and back."""
+    text_encoder, unet = models
+    network = LoRANetwork(text_encoder, unet, dim=4, alpha=2.0, train_unet=False)
+    randomize(network)
+    lora = network.text_encoder_loras[0]
+    x = torch.randn(2, 77, lora.lora_down.in_features).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        as_given = lora.add_to_output(None, (x,), torch.zeros(2, 77, lora.lora_up.out_features, dtype=torch.bfloat16))
+        through_float32 = lora(x.float())
+    assert as_given.dtype == torch.bfloat16 and torch.equal(as_given, through_float32)
+    outside = lora.add_to_output(None, (x,), torch.zeros(2, 77, lora.lora_up.out_features, dtype=torch.bfloat16))
+    assert torch.equal(outside, lora(x.float()).to(torch.bfloat16))  # no autocast: the fp32 weights take fp32 input

@@ -30,6 +30,13 @@ from sd_scripts.networks.kinds import NetworkType
 TextEncoders = nn.Module | Sequence[nn.Module]  # one text encoder, or SDXL's two in sd-scripts' order (te1, te2)
 
 
+def as_update_input(x: torch.Tensor) -> torch.Tensor:
+    """The original module's input as an update with float32 weights takes it: cast to float32, except under
+    autocast, which casts input and weights to its half precision itself, so a round trip through float32 would only
+    copy the activation twice (the result is the same to the bit)."""
+    return x if torch.is_autocast_enabled(x.device.type) else x.to(torch.float32)
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """What to build: the type, its rank and alpha, the typed options of `kinds.parse_network_args`, which parts."""

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import NetworkSpec, TextEncoders
+from sd_scripts.networks.base import NetworkSpec, TextEncoders, as_update_input
 from sd_scripts.networks.lora import LoRANetwork, file_module_ranks
 
 DEFAULT_UNIT = 1  # sd-scripts' default, and what it uses for a file it re-creates from its weights
@@ -113,7 +113,7 @@ class DyLoRAModule(nn.Module):
         self, original: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
     ) -> torch.Tensor:
         """Forward hook on the original module: its output plus the update, in the output's dtype."""
-        return output + self(inputs[0].to(torch.float32)).to(output.dtype)
+        return output + self(as_update_input(inputs[0])).to(output.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         """delta W of the whole rank in the original weight's shape (without the multiplier), for merging."""

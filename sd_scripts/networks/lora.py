@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import NetworkSpec, TextEncoders
+from sd_scripts.networks.base import NetworkSpec, TextEncoders, as_update_input
 from sd_scripts.networks.blocks import BlockRanks, block_index, block_lr_weights, block_ranks
 from sd_scripts.networks.sgm_names import UNET_PREFIX, is_sdxl_unet_config, sgm_module_path
 from sd_scripts.networks.sgm_names import text_encoder_prefixes
@@ -49,7 +49,8 @@ class LoRAModule(nn.Module):
     """The low-rank update of one Linear or Conv2d: delta W = up @ down * alpha / rank.
 
     For a conv, `lora_down` has the original kernel, stride and padding and `lora_up` is 1x1, as in sd-scripts.
-    The weights stay in fp32 whatever the base model's dtype; inputs are cast on the way in and out.
+    The weights stay in fp32 whatever the base model's dtype; inputs are cast on the way in (autocast casts them
+    itself) and the update to the output's dtype on the way out.
     """
 
     def __init__(self, lora_name: str, original: nn.Linear | nn.Conv2d, rank: int, alpha: float | None) -> None:
@@ -81,8 +82,7 @@ class LoRAModule(nn.Module):
         self, original: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
     ) -> torch.Tensor:
         """Forward hook on the original module: its output plus the LoRA's, in the output's dtype."""
-        x = inputs[0].to(self.lora_down.weight.dtype)
-        return output + self(x).to(output.dtype)
+        return output + self(as_update_input(inputs[0])).to(output.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         """delta W in the original weight's shape (without the multiplier), for merging into the base model."""
