@@ -14,7 +14,8 @@ process by wrapping the trainer's own functions, the same way on both sides:
   `NetworkTrainer.process_batch`), the first step (the warm-up) left out; the median of the run's steps;
 - peak RSS: the process's peak resident memory (`ru_maxrss`), the whole run.
 It prints every run, then the medians over the rounds and the medians of the per-round ratios theirs / ours (above
-1: ours is faster or smaller), ours / ours-bf16 and theirs / ours-bf16, and the machine's load average before and after.
+1: ours is faster or smaller), ours / ours-bf16, theirs / ours-bf16 and theirs-bf16 / ours-bf16, and the machine's load
+average before and after.
 
 sd-scripts needs its own environment (its pinned transformers, diffusers and accelerate are older than ours), which
 benchmarks/sd_scripts_setup.py makes (its docstring says how); its tokenizer is given from our shipped CLIP files
@@ -37,8 +38,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MARK = "PHASES "  # the line an inner run prints its timings on
-SIDES = {"ours": ("ours", "no"), "theirs": ("theirs", "no"), "ours-bf16": ("ours", "bf16")}  # trainer, precision
-RATIOS = (("theirs", "ours"), ("ours", "ours-bf16"), ("theirs", "ours-bf16"))  # above 1: the denominator is faster
+SIDES = {"ours": ("ours", "no"), "theirs": ("theirs", "no"), "ours-bf16": ("ours", "bf16"),
+         "theirs-bf16": ("theirs", "bf16")}  # trainer, precision
+RATIOS = (("theirs", "ours"), ("ours", "ours-bf16"), ("theirs", "ours-bf16"),
+          ("theirs-bf16", "ours-bf16"))  # above 1: the denominator is faster or smaller
 DEFAULT_ENV = Path(tempfile.gettempdir()) / "sd_scripts_compare_env"  # sd_scripts_setup.py's --into default
 
 
@@ -165,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads for both (OMP_NUM_THREADS); on a shared machine more threads than free "
                              "cores stall every parallel region now and then, so 1 by default")
     parser.add_argument("--sides", nargs="+", choices=tuple(SIDES), default=["ours", "theirs"],
-                        help="ours-bf16: our trainer with bf16 mixed precision, against our fp32")
+                        help="ours-bf16 / theirs-bf16: either trainer with bf16 mixed precision")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sd_scripts_compare")
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     settings = parser.parse_args(argv)
