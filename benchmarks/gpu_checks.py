@@ -11,8 +11,9 @@ issue's targets, then the pre-flight memory estimate is set beside each measured
   checkpointing, AdamW8bit); each against `wizard.memory_estimate` (target: within 20%).
 The environment comes first: torch, CUDA, the GPU, which SDPA kernels are enabled, bitsandbytes.
 
-`--tiny` runs the same list on the demo's tiny shapes at 64 px (CPU or GPU, seconds): the test suite runs it that way,
-so the script itself is known to work before a GPU session spends its minutes on it.
+`--tiny` runs the same list on the demo's tiny shapes at 64 px (CPU or GPU; seconds a check, but minutes for the
+compiled one on a CPU): the test suite runs one check that way, so the script itself is known to work before a GPU
+session spends its minutes on it. `--only WORD ...` runs the checks whose names contain one of the words.
 """
 
 from __future__ import annotations

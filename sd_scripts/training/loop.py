@@ -418,12 +418,15 @@ class TrainingSession:
             if rounds is not None:
                 self.draw_noise_of(rounds[index][:rank])
             loss = self.batch_loss(batch)
-            if not torch.isfinite(loss):  # before backward: the weights are still the last good ones
-                raise NonFiniteLoss(self.position.global_step + 1)
             self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             if rounds is not None:
                 self.draw_noise_of(rounds[index][rank + 1 :])
-            total += loss.item()
+            # The batch's one read-back from the GPU, once its backward is queued (not between the forward and
+            # the backward, which would leave the GPU idle while the backward is launched).
+            value = loss.item()
+            if not math.isfinite(value):  # before the optimizer steps: the weights are still the last good ones
+                raise NonFiniteLoss(self.position.global_step + 1)
+            total += value
         mean_loss = average_gradients(self.accelerator, self.trainable_parameters, total / len(batches))
         if self.args.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.trainable_parameters, self.args.max_grad_norm)
