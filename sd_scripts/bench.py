@@ -101,7 +101,8 @@ class BenchResult:
     lora_change: float = 0.0  # |trained - initial| / |initial| over the network's weights: above 0 when it learns
     peak_bf16_tflops: float | None = None  # the GPU's, from PEAK_BF16_TFLOPS; None on a CPU or an unknown GPU
     fraction_of_peak: float | None = None  # achieved by the SD1.5 ruler over the peak; SD1 models on known GPUs only
-    # Counted by torch's FlopCounterMode in a warm-up (matrix products, convolutions, attention; not elementwise work)
+    # Counted by torch's FlopCounterMode in one more step after the timed ones (matrix products, convolutions,
+    # attention; not elementwise work)
     step_gflop: float | None = None  # one step, forward and backward; None when compiled (not counted then)
     latent_gflop_per_image: float | None = None  # one VAE encode
     matmul_tflops: float | None = None  # on a CPU: its own speed at a large matrix product in the run's dtype

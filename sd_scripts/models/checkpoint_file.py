@@ -4,8 +4,8 @@
 would build objects other than tensors and plain containers, so a malicious file cannot run code.
 
 The tensors come as a `CheckpointTensors` mapping that reads each tensor only when it is asked for and casts it, as
-it is read, to the dtype its part will train in. A `.safetensors` file whose tensors all need a cast (an fp16 file for
-a float32 run, any file for a bf16 run) is read tensor by tensor with pread, so the peak while loading is the model in
+it is read, to the dtype its part will train in. A `.safetensors` file with tensors to cast (an fp16 file for a
+float32 run, an fp32 or fp16 file for a bf16 run) is read tensor by tensor with pread, so the peak while loading is the model in
 its training dtype plus one tensor; a memory-mapped read would keep every page of the file resident beside the cast
 copies (sd-scripts loads in float32 and casts after, holding both). A file already in the training dtype is memory-
 mapped: its tensors are then the file's own pages, read only when used and never copied.
