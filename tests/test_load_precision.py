@@ -44,6 +44,17 @@ def test_a_bf16_load_gives_the_float32_load_cast_after_with_the_vae_kept_float32
         assert torch.equal(loaded[name], expected), name
 
 
+def test_a_diffusers_folder_loads_in_the_training_precision_too(demo, tmp_path):
+    from sd_scripts.models.diffusers_folder import save_diffusers_folder
+
+    save_diffusers_folder(load_base_model(demo.model), tmp_path / "folder")
+    float32 = parameters(load_base_model(tmp_path / "folder"))
+    loaded = parameters(load_base_model(tmp_path / "folder", dtype=torch.bfloat16, vae_dtype=torch.float32))
+    for name, value in float32.items():
+        expected = value if name.startswith("vae.") or not value.is_floating_point() else value.to(torch.bfloat16)
+        assert loaded[name].dtype == expected.dtype and torch.equal(loaded[name], expected), name
+
+
 def test_integer_tensors_are_never_cast(tmp_path):
     path = tmp_path / "mixed.safetensors"
     save_file({"model.ids": torch.arange(77, dtype=torch.int64), "model.w": torch.ones(3, 3, dtype=torch.float16)}, path)
