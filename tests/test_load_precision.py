@@ -55,6 +55,18 @@ def test_a_diffusers_folder_loads_in_the_training_precision_too(demo, tmp_path):
         assert loaded[name].dtype == expected.dtype and torch.equal(loaded[name], expected), name
 
 
+def test_a_separate_vae_file_loads_in_the_asked_precision(demo, tmp_path):
+    from sd_scripts.models import load_vae
+    from sd_scripts.models.ldm_layout import vae_to_ldm
+
+    vae = load_base_model(demo.model).vae
+    path = tmp_path / "vae.safetensors"
+    save_file(vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels), prefix=""), path)
+    half = load_vae(path, torch.bfloat16).state_dict()
+    for name, value in vae.state_dict().items():
+        assert half[name].dtype == torch.bfloat16 and torch.equal(half[name], value.to(torch.bfloat16)), name
+
+
 def test_integer_tensors_are_never_cast(tmp_path):
     path = tmp_path / "mixed.safetensors"
     save_file({"model.ids": torch.arange(77, dtype=torch.int64), "model.w": torch.ones(3, 3, dtype=torch.float16)}, path)
