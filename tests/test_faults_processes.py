@@ -77,7 +77,11 @@ def test_a_process_killed_while_saving_leaves_whole_files_and_its_last_state_res
                      network_dim=32, network_alpha=32.0)
     output.mkdir()
     with (tmp_path / "trainer.log").open("w") as log:
-        process = subprocess.Popen(command_line(args), cwd=REPOSITORY, stdout=log, stderr=subprocess.STDOUT)
+        # as many torch threads as the resumed run below gets in this process (test modules set their own), so
+        # both sum in the same order and step 2's weights compare within float32 rounding
+        threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+        process = subprocess.Popen(command_line(args), cwd=REPOSITORY, env=threads, stdout=log,
+                                   stderr=subprocess.STDOUT)
         interrupted = kill_while_the_second_state_is_written(process, output)
     assert process.returncode == -signal.SIGKILL
 
