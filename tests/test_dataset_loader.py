@@ -182,13 +182,13 @@ def test_the_last_shorter_accumulation_group_is_divided_by_the_accumulation_step
         lr_scheduler=torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0),
         args=SimpleNamespace(gradient_accumulation_steps=steps, max_grad_norm=0.0),
         position=SimpleNamespace(global_step=0), trainable_parameters=[weight],
-        batch_loss=lambda target: ((weight - target) ** 2).sum(),
+        batch_loss=lambda target: ((weight - target) ** 2).sum(), skips_on_device=False,
     )
     start = weight.detach().clone()
     loss = TrainingSession.optimizer_step(session, targets)
     gradients = [2 * (start - target) for target in targets]  # d/dw of (w - t)^2
     torch.testing.assert_close(weight.detach(), start - sum(gradients) / steps)
-    assert loss == pytest.approx(sum(((start - target) ** 2).sum().item() for target in targets) / len(targets))
+    assert loss.item() == pytest.approx(sum(((start - target) ** 2).sum().item() for target in targets) / len(targets))
 
 
 def test_the_summary_says_when_the_worker_settings_are_not_used():

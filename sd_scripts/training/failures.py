@@ -25,7 +25,8 @@ GIB = 1024**3
 
 
 class NonFiniteLoss(Exception):
-    """A step's loss came out NaN or infinite, found before its backward pass: the weights are still the last step's."""
+    """A step's loss came out NaN or infinite; that step never reached the weights (stopped before the optimizer
+    stepped, or skipped by it on the GPU: see loss_readback)."""
 
     def __init__(self, step: int) -> None:
         super().__init__(f"non-finite loss at step {step}")

@@ -12,8 +12,9 @@ that same generator after set_seed (and samples cached latents from it on a CPU)
 draws start elsewhere; its U-Net copy also lists each transformer block's feed-forward layer before the
 cross-attention, and its noise and batch order come from other generators.
 
-Each optimizer step is `gradient_accumulation_steps` data batches; every step reports a `Step` event and checks the
-stop flag. `sd_scripts.train.train` wraps this with error handling.
+Each optimizer step is `gradient_accumulation_steps` data batches; every step checks the stop flag and reports a
+`Step` event (on a GPU the events of a few steps come together, when their losses are read back: see
+`loss_readback`). `sd_scripts.train.train` wraps this with error handling.
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ from sd_scripts.training.failures import (
 )
 from sd_scripts.training.length import plan_run_length, resolve_warmup_steps
 from sd_scripts.training.logs import open_run_logs
+from sd_scripts.training.loss_readback import (
+    READ_INTERVAL_S,
+    LossReadback,
+    PendingStep,
+    skip_if_not_finite,
+    skips_non_finite_steps_on_device,
+)
 from sd_scripts.training.noise import make_noise_scheduler
 from sd_scripts.training.optimizers import build_optimizer
 from sd_scripts.training.outputs import DEFAULT_OUTPUT_NAME, OutputNames, check_outputs_free
@@ -88,6 +96,7 @@ from sd_scripts.training.state import (
     written_by_session,
 )
 from sd_scripts.training.step import NoiseSettings, draw_noise, unet_loss
+from sd_scripts.training.transfer import to_device
 from sd_scripts.training.validation import (
     caches_text_encoder_outputs,
     check_input_files,
@@ -342,6 +351,10 @@ class TrainingSession:
         # hooks need; `average_gradients` syncs them instead (as sd-scripts' all_reduce_network does).
         self.optimizer = self.accelerator.prepare(built.optimizer)
         self.lr_scheduler = scheduler
+        self.skips_on_device = skips_non_finite_steps_on_device(built.optimizer, self.device,
+                                                                scales_gradients=self.accelerator.scaler is not None)
+        self.readback = LossReadback(interval_s=READ_INTERVAL_S if self.skips_on_device else 0.0)
+        self.epoch_loss = LossAverage()
         self.trainable_parameters = [p for group in param_groups for p in group["params"]]
 
     # --- one step -----------------------------------------------------------------------------------------------
@@ -352,7 +365,7 @@ class TrainingSession:
 
     def encode_captions(self, captions: list[str]) -> torch.Tensor:
         args = self.args
-        ids = tokenize(self.model.tokenizer, captions, args.max_token_length, self.model.v2).to(self.device)
+        ids = to_device(tokenize(self.model.tokenizer, captions, args.max_token_length, self.model.v2), self.device)
         with torch.set_grad_enabled(self.train_text_encoder), self.accelerator.autocast():
             return encode_tokens(
                 self.model.text_encoder, ids, clip_skip=args.clip_skip, max_token_length=args.max_token_length,
@@ -362,8 +375,8 @@ class TrainingSession:
     def encode_sdxl_captions(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """SDXL's context and pooled embedding; the second tokenizer pads with "!" and is windowed as SD2's."""
         model, length = self.model, self.args.max_token_length
-        ids1 = tokenize(model.tokenizer, captions, length, v2=False).to(self.device)
-        ids2 = tokenize(model.tokenizer_2, captions, length, v2=True).to(self.device)
+        ids1 = to_device(tokenize(model.tokenizer, captions, length, v2=False), self.device)
+        ids2 = to_device(tokenize(model.tokenizer_2, captions, length, v2=True), self.device)
         with torch.set_grad_enabled(self.train_text_encoder), self.accelerator.autocast():
             return encode_sdxl_tokens(model.text_encoder, model.text_encoder_2, ids1, ids2, max_token_length=length,
                                       eos_token_id=model.tokenizer_2.eos_token_id)
@@ -372,18 +385,19 @@ class TrainingSession:
         """The context and the U-Net's added conditioning (pooled embedding, size/crop time ids) of one batch."""
         if self.text_encoder_cache is not None:
             context, pooled = self.text_encoder_cache.get(batch.image_indices)
-            context, pooled = context.to(self.device, self.weight_dtype), pooled.to(self.device, self.weight_dtype)
+            context = to_device(context, self.device, self.weight_dtype)
+            pooled = to_device(pooled, self.device, self.weight_dtype)
         else:
             context, pooled = self.encode_sdxl_captions(batch.captions)
         time_ids = sdxl_time_ids(batch.original_sizes_hw, batch.crop_top_lefts, batch.target_sizes_hw)
-        return context, {"text_embeds": pooled, "time_ids": time_ids.to(self.device, torch.float32)}
+        return context, {"text_embeds": pooled, "time_ids": to_device(time_ids, self.device, torch.float32)}
 
     def batch_loss(self, batch: Batch) -> torch.Tensor:
         """The diffusion loss of one data batch with the LoRA applied."""
         if batch.latents is not None:
-            latents = batch.latents.to(self.device, dtype=self.weight_dtype, non_blocking=True)
+            latents = to_device(batch.latents, self.device, self.weight_dtype)
         else:
-            latents = self.encode_pixels(batch.pixels.to(self.device, non_blocking=True)).to(self.weight_dtype)
+            latents = self.encode_pixels(to_device(batch.pixels, self.device)).to(self.weight_dtype)
         latents = latents * self.model.vae.config.scaling_factor
         if self.model.is_sdxl:
             context, added_cond_kwargs = self.sdxl_conditioning(batch)
@@ -401,7 +415,7 @@ class TrainingSession:
             added_cond_kwargs,
         )
 
-    def optimizer_step(self, batches: list[Batch], rounds: list[tuple[BatchSpec, ...]] | None = None) -> float:
+    def optimizer_step(self, batches: list[Batch], rounds: list[tuple[BatchSpec, ...]] | None = None) -> torch.Tensor:
         """Accumulate the gradients of `batches` (one optimizer step's), then update; returns their mean loss.
 
         Each batch's loss is divided by gradient_accumulation_steps, also in an epoch's last, shorter group, as
@@ -411,8 +425,12 @@ class TrainingSession:
         also makes the noise draws of the others' batches, in their order, and the gradients and the loss are
         averaged over the processes: N processes give the step one process makes with gradient accumulation N
         times as large, the same noise included.
+
+        The mean loss is returned as a tensor on the device, not read (see loss_readback): with a fused Adam/AdamW
+        on a GPU a non-finite loss makes the optimizer skip the step there; otherwise each batch's loss is read
+        once its backward is queued, and a non-finite one stops the run before the optimizer steps.
         """
-        total = 0.0
+        losses = []
         rank = self.accelerator.process_index
         for index, batch in enumerate(batches):
             if rounds is not None:
@@ -421,13 +439,12 @@ class TrainingSession:
             self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             if rounds is not None:
                 self.draw_noise_of(rounds[index][rank + 1 :])
-            # The batch's one read-back from the GPU, once its backward is queued (not between the forward and
-            # the backward, which would leave the GPU idle while the backward is launched).
-            value = loss.item()
-            if not math.isfinite(value):  # before the optimizer steps: the weights are still the last good ones
+            if not self.skips_on_device and not math.isfinite(loss.item()):
                 raise NonFiniteLoss(self.position.global_step + 1)
-            total += value
-        mean_loss = average_gradients(self.accelerator, self.trainable_parameters, total / len(batches))
+            losses.append(loss.detach())
+        mean_loss = average_gradients(self.accelerator, self.trainable_parameters, torch.stack(losses).mean())
+        if self.skips_on_device:
+            skip_if_not_finite(self.optimizer.optimizer, mean_loss)
         if self.args.max_grad_norm:
             self.accelerator.clip_grad_norm_(self.trainable_parameters, self.args.max_grad_norm)
         self.optimizer.step()
@@ -497,7 +514,7 @@ class TrainingSession:
             first = position.batches_done if epoch == position.epoch else 0
             groups = self.batches.epoch(epoch, batch_specs, first=first, first_step=position.global_step,
                                         accumulation=accumulation)
-            average = LossAverage()
+            self.epoch_loss = LossAverage()
             for start in range(first, len(batch_specs), accumulation):
                 position.epoch, position.batches_done = epoch, start
                 if self.stop_requested():
@@ -506,28 +523,29 @@ class TrainingSession:
                 position.global_step += 1
                 position.batches_done = min(start + accumulation, len(batch_specs))
                 step = position.global_step
-                stepped = Step(
+                self.readback.add(PendingStep(
                     step=step,
-                    total_steps=length.total_steps,
                     epoch=epoch,
-                    epochs=length.epochs,
                     loss=loss,
-                    average_loss=average.add(loss),
                     lr=self.lr_scheduler.get_last_lr()[0],
                     steps_per_second=clock.steps_per_second(step),
                     elapsed_s=clock.elapsed(),
                     eta_s=clock.eta(step),
-                )
-                self.on_event(stepped)
-                self.logs.record_step(stepped)
+                ))
                 # sd-scripts samples after every step before it checks for the end, so the last step's too
-                if not args.sample_every_n_epochs and args.sample_every_n_steps and step % args.sample_every_n_steps == 0:
+                sample = (not args.sample_every_n_epochs and args.sample_every_n_steps
+                          and step % args.sample_every_n_steps == 0)
+                save = step < length.total_steps and args.save_every_n_steps and step % args.save_every_n_steps == 0
+                if sample or save or step >= length.total_steps or self.readback.due():
+                    self.report_steps()
+                if sample:
                     self.make_samples(f"{step:06d}")
                 if step >= length.total_steps:
                     break
-                if args.save_every_n_steps and step % args.save_every_n_steps == 0:
+                if save:
                     self.save(self.outputs.after_step(step), epoch, final=False)
-            epoch_end = EpochEnd(epoch=epoch, epochs=length.epochs, average_loss=average.mean())
+            self.report_steps()
+            epoch_end = EpochEnd(epoch=epoch, epochs=length.epochs, average_loss=self.epoch_loss.mean())
             self.on_event(epoch_end)
             self.logs.record_epoch(epoch_end)
             position.epoch, position.batches_done = epoch + 1, 0
@@ -552,8 +570,33 @@ class TrainingSession:
             notes=self.notes,
         )
 
+    def report_steps(self) -> None:
+        """A Step event and a loss-table line for each step made since the last report, their losses read in one go.
+
+        A non-finite loss stops the run at its step (the steps before it reported); that step left the weights as
+        they were (see optimizer_step)."""
+        length = self.length
+        for pending, loss in self.readback.read():
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(pending.step)
+            stepped = Step(
+                step=pending.step,
+                total_steps=length.total_steps,
+                epoch=pending.epoch,
+                epochs=length.epochs,
+                loss=loss,
+                average_loss=self.epoch_loss.add(loss),
+                lr=pending.lr,
+                steps_per_second=pending.steps_per_second,
+                elapsed_s=pending.elapsed_s,
+                eta_s=pending.eta_s,
+            )
+            self.on_event(stepped)
+            self.logs.record_step(stepped)
+
     def stop_early(self, clock: StepClock) -> TrainResult:
         """Save what was learned so far and a state to continue from, then report a finished, stopped run."""
+        self.report_steps()
         step, epoch = self.position.global_step, min(self.position.epoch, self.length.epochs)
         path = self.save_to_continue()
         self.on_event(Finished(str(path), step, epoch, clock.elapsed(), stopped_early=True,
@@ -711,7 +754,8 @@ class TrainingSession:
         self.optimizer.train()
 
 
-def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parameter], loss: float) -> float:
+def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parameter],
+                      loss: torch.Tensor) -> torch.Tensor:
     """Data parallel: every parameter's gradient (and the step's loss) replaced by its mean over the processes.
 
     One all-reduce through accelerate for all of them. A parameter no process gave a gradient keeps none (the
@@ -723,12 +767,13 @@ def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parame
     gradients = [parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
                  for parameter in parameters]
     used = [float(parameter.grad is not None) for parameter in parameters]
-    flat = torch.cat([gradient.reshape(-1) for gradient in gradients] + [gradients[0].new_tensor(used + [loss])])
+    flat = torch.cat([gradient.reshape(-1) for gradient in gradients]
+                     + [gradients[0].new_tensor(used), loss.reshape(1).to(gradients[0].dtype)])
     averaged = accelerator.reduce(flat, reduction="mean")
     means = averaged[: -len(used) - 1].split([gradient.numel() for gradient in gradients])
     for parameter, mean, used_somewhere in zip(parameters, means, averaged[-len(used) - 1 : -1].tolist()):
         parameter.grad = mean.view_as(parameter) if used_somewhere else None
-    return averaged[-1].item()
+    return averaged[-1]
 
 
 def _describe(device: torch.device, num_processes: int = 1) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler
 
+from sd_scripts.training.transfer import to_device
+
 
 def training_target(
     scheduler: DDPMScheduler,
@@ -31,7 +33,7 @@ def signal_to_noise_ratio(scheduler: DDPMScheduler, timesteps: torch.Tensor) -> 
     """
     if scheduler.config.rescale_betas_zero_snr:
         scheduler = DDPMScheduler.from_config(scheduler.config, rescale_betas_zero_snr=False)
-    alphas_cumprod = scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)[timesteps]
+    alphas_cumprod = to_device(scheduler.alphas_cumprod, timesteps.device, torch.float32)[timesteps]
     return alphas_cumprod / (1.0 - alphas_cumprod)
 
 
@@ -50,13 +52,13 @@ def diffusion_loss(
     target: torch.Tensor,
     *,
     loss_weights: torch.Tensor,
-    snr: torch.Tensor,
+    snr: torch.Tensor | None,
     min_snr_gamma: float | None,
     v_parameterization: bool,
 ) -> torch.Tensor:
-    """The scalar loss of one batch, computed in float32 whatever the training precision."""
+    """The scalar loss of one batch, computed in float32 whatever the training precision (`snr`: with min-SNR)."""
     per_element = torch.nn.functional.mse_loss(prediction.float(), target.float(), reduction="none")
-    per_sample = per_element.mean(dim=(1, 2, 3)) * loss_weights.to(per_element.device, torch.float32)
+    per_sample = per_element.mean(dim=(1, 2, 3)) * to_device(loss_weights, per_element.device, torch.float32)
     if min_snr_gamma:
         per_sample = per_sample * min_snr_weights(snr.to(per_element.device), min_snr_gamma, v_parameterization)
     return per_sample.mean()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDPMScheduler
 
+from sd_scripts.training.transfer import to_device
+
 
 def make_noise_scheduler(v_parameterization: bool, zero_terminal_snr: bool = False) -> DDPMScheduler:
     """The schedule Stable Diffusion 1.x/2.x and SDXL were trained with (and sd-scripts trains LoRAs with).
@@ -54,7 +56,7 @@ def make_noise(
         noise = noise + noise_offset * torch.randn((shape[0], shape[1], 1, 1), generator=generator, device=generator.device)
     if multires_iterations:
         noise = add_pyramid_noise(noise, generator, multires_iterations, multires_discount)
-    return noise.to(device=latents.device, dtype=latents.dtype)
+    return to_device(noise, latents.device, latents.dtype)
 
 
 def add_pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: int, discount: float) -> torch.Tensor:

@@ -14,6 +14,7 @@ from diffusers import DDPMScheduler
 
 from sd_scripts.training.loss import diffusion_loss, signal_to_noise_ratio, training_target
 from sd_scripts.training.noise import make_noise, sample_timesteps
+from sd_scripts.training.transfer import to_device
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ def draw_noise(
         multires_iterations=settings.multires_noise_iterations,
         multires_discount=settings.multires_noise_discount,
     )
-    timesteps = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, generator).to(latents.device)
-    return noise, timesteps
+    timesteps = sample_timesteps(latents.shape[0], scheduler.config.num_train_timesteps, generator)
+    return noise, to_device(timesteps, latents.device)
 
 
 def unet_loss(
@@ -69,7 +70,7 @@ def unet_loss(
         prediction,
         target,
         loss_weights=loss_weights,
-        snr=signal_to_noise_ratio(scheduler, timesteps),
+        snr=signal_to_noise_ratio(scheduler, timesteps) if settings.min_snr_gamma else None,
         min_snr_gamma=settings.min_snr_gamma,
         v_parameterization=settings.v_parameterization,
     )
