@@ -9,6 +9,10 @@ issue's targets, then the pre-flight memory estimate is set beside each measured
 - memory: SD1.5 at batch 1 with gradient checkpointing and AdamW8bit (target <= 6 GB), SD1.5 at batch 1 and 4 with and
   without gradient checkpointing, SDXL with sd-scripts' 8 GB recipe (U-Net only, cached text-encoder outputs, gradient
   checkpointing, AdamW8bit); each against `wizard.memory_estimate` (target: within 20%).
+- waits for the GPU: the trainer itself (`sd_scripts.train`) makes 40 steps of the demo model in bf16 with cached
+  latents and fused AdamW under torch's sync debug mode, from its first step to its final save, and every operation
+  that made the host wait is listed by the line that asked for it (target: only the loss read-back, about twice a
+  second, none inside a step).
 The environment comes first: torch, CUDA, the GPU, which SDPA kernels are enabled, bitsandbytes.
 
 `--tiny` runs the same list on the demo's tiny shapes at 64 px (CPU or GPU; seconds a check, but minutes for the
@@ -21,11 +25,13 @@ one command (it installs the wheels that machine's image lacks, then runs this).
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib.util
 import json
 import subprocess
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +87,53 @@ CHECKS = (
 )
 
 
+SYNC_CHECK = "trainer waits for the GPU"
+SYNC_CHECK_STEPS = 40
+
+
+def trainer_syncs(folder: Path, demo_root: Path | None) -> str:
+    """The table row of the sync check (see the module's docstring); on a CPU there is nothing to wait for.
+
+    The debug mode is on from the Started event to the first Saved event: the steps and the reads of their losses,
+    not the loading, caching or saving around them."""
+    import torch
+
+    from sd_scripts.args import TrainArgs
+    from sd_scripts.demo import build_demo
+    from sd_scripts.events import Saved, Started, Step
+    from sd_scripts.train import train
+
+    demo = build_demo(demo_root or folder / "demo")
+    on_gpu = torch.cuda.is_available()
+    steps: list[Step] = []
+
+    def watch(event: object) -> None:
+        if isinstance(event, Started) and on_gpu:
+            torch.cuda.set_sync_debug_mode("warn")
+        elif isinstance(event, Saved) and on_gpu:
+            torch.cuda.set_sync_debug_mode("default")
+        elif isinstance(event, Step):
+            steps.append(event)
+
+    args = TrainArgs(pretrained_model_name_or_path=str(demo.model), train_data_dir=str(demo.images),
+                     caption_extension=".txt", resolution="64", output_dir=str(folder / "syncs"),
+                     output_name="syncs", network_dim=4, max_train_steps=SYNC_CHECK_STEPS, mixed_precision="bf16",
+                     cache_latents=True, optimizer_type="AdamW", seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(args, watch)
+    if on_gpu:
+        torch.cuda.set_sync_debug_mode("default")
+    if not result.ok:
+        return f"| {SYNC_CHECK} | failed: {result.message} | | | | only the loss reads |"
+    waits = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                                if "synchronizing" in str(w.message))
+    listed = ", ".join(f"{where} x{count}" for where, count in waits.most_common()) or "none"
+    seconds = steps[-1].elapsed_s if steps else 0.0
+    speed = f"{len(steps)} steps in {seconds:.2f} s" + ("" if on_gpu else " (no CUDA: nothing to count)")
+    return f"| {SYNC_CHECK} | {speed} | - | {sum(waits.values())} waits: {listed} | - | only the loss reads |"
+
+
 def environment() -> list[str]:
     """What decides the figures: versions, the GPU, the SDPA kernels torch will choose from, bitsandbytes."""
     import torch
@@ -101,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="the demo's tiny shapes at 64 px, to try the script")
     parser.add_argument("--only", nargs="*", default=None, help="run the checks whose names contain these words")
+    parser.add_argument("--demo-root", type=Path, default=None, help="a demo already built there (else built anew)")
     options = parser.parse_args(argv)
     print("\n".join(environment()), flush=True)
     checks = [c for c in CHECKS if any(word in c.name for word in options.only)] if options.only \
@@ -126,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| {check.name} | {1 / result['seconds_per_step']:.2f} steps/s, "
                         f"{result['images_per_second']:.1f} images/s | {share} | {measured:.2f} GB "
                         f"({result['peak_memory_kind']}) | {estimate} | {check.target} |")
+            print(rows[-1], flush=True)
+        if not options.only or any(word in SYNC_CHECK for word in options.only):
+            rows.append(trainer_syncs(Path(folder), options.demo_root))
             print(rows[-1], flush=True)
     print("\n| check | speed | share of bf16 peak | peak memory | estimate (error) | target |")
     print("| --- | --- | --- | --- | --- | --- |")

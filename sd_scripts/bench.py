@@ -434,7 +434,7 @@ def run_benchmark(
             module.to("cpu")
         torch.cuda.empty_cache()
 
-    def one_step() -> float:
+    def one_step() -> torch.Tensor:
         if cache_latents:
             latents = cached.to(device, dtype=dtype)
         else:
@@ -447,20 +447,35 @@ def run_benchmark(
         accelerator.clip_grad_norm_(parameters, 1.0)
         optimizer_object.step()
         optimizer_object.zero_grad(set_to_none=True)
-        return loss.item()  # waits for the GPU, so the step is timed whole
+        return loss.detach()
+
+    def timed_steps(count: int) -> tuple[list[float], float]:
+        """Each step's seconds and the last loss. On a GPU the host does not wait for a step, as in training (the
+        trainer reads the losses back every so often): CUDA events between the steps time them, read after one
+        wait at the end. On a CPU the steps are timed by the clock, the loss read after each."""
+        if device.type != "cuda":
+            durations = []
+            for _ in range(count):
+                started = time.perf_counter()
+                loss = one_step().item()
+                durations.append(time.perf_counter() - started)
+            return durations, loss
+        marks = [torch.cuda.Event(enable_timing=True) for _ in range(count + 1)]
+        marks[0].record()
+        for mark in marks[1:]:
+            last = one_step()
+            mark.record()
+        marks[-1].synchronize()
+        return [start.elapsed_time(end) / 1000 for start, end in zip(marks, marks[1:])], last.item()
 
     try:
         started = time.perf_counter()
-        for _ in range(warmup_steps):
-            one_step()
+        if warmup_steps:
+            timed_steps(warmup_steps)
         warmup_seconds = time.perf_counter() - started
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        durations = []
-        for _ in range(steps):
-            started = time.perf_counter()
-            loss = one_step()
-            durations.append(time.perf_counter() - started)
+        durations, loss = timed_steps(steps)
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device), "CUDA allocated"
         else:
