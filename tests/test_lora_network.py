@@ -147,6 +147,25 @@ def test_a_file_without_alpha_means_alpha_equals_rank(models):
     assert all(float(lora.alpha) == 4.0 for lora in target.loras)
 
 
+def test_the_update_follows_the_alpha_of_a_loaded_file(models):
+    """The forward pass keeps alpha as a Python number; loading a file with another alpha (continuing from a LoRA
+    made with other settings) must change it, as the file's alpha is what A1111 and ComfyUI apply."""
+    text_encoder, unet = models
+    source = LoRANetwork(text_encoder, unet, dim=4, alpha=3.0, train_unet=False)
+    randomize(source)
+    target = LoRANetwork(text_encoder, unet, dim=4, alpha=1.0, train_unet=False)
+    target.load_weights(source.state_dict())
+    q_proj = text_encoder.get_submodule("encoder.layers.0.self_attn.q_proj")
+    lora = target.get_submodule("lora_te_text_model_encoder_layers_0_self_attn_q_proj")
+    x = torch.randn(3, 32)
+    expected = q_proj(x) + x @ lora.lora_down.weight.T @ lora.lora_up.weight.T * (3.0 / 4)
+    target.apply_to()
+    try:
+        torch.testing.assert_close(q_proj(x), expected)
+    finally:
+        target.restore()
+
+
 def test_a_one_element_alpha_loads_as_a_scalar(models):
     """LyCORIS' extraction tool writes alpha as a 1-element tensor; kohya files hold a 0-dim one."""
     text_encoder, unet = models

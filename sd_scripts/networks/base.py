@@ -37,6 +37,19 @@ def as_update_input(x: torch.Tensor) -> torch.Tensor:
     return x if torch.is_autocast_enabled(x.device.type) else x.to(torch.float32)
 
 
+def register_alpha(module: nn.Module, alpha: float) -> None:
+    """The module's `alpha` buffer (a key of the file) and its value as a Python number, `module.alpha_value`, for the
+    forward pass: a scale computed from the buffer would be extra tensor operations per module and step (on a GPU,
+    kernel launches). Loading a state dict into the module (a LoRA file, a saved state) refreshes the number."""
+    module.register_buffer("alpha", torch.tensor(float(alpha), dtype=torch.float32))
+    module.alpha_value = float(alpha)
+    module.register_load_state_dict_post_hook(_refresh_alpha_value)
+
+
+def _refresh_alpha_value(module: nn.Module, incompatible_keys: object) -> None:
+    module.alpha_value = float(module.alpha)
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """What to build: the type, its rank and alpha, the typed options of `kinds.parse_network_args`, which parts."""

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import NetworkSpec, TextEncoders, as_update_input
+from sd_scripts.networks.base import NetworkSpec, TextEncoders, as_update_input, register_alpha
 from sd_scripts.networks.lora import LoRANetwork, file_module_ranks
 
 DEFAULT_UNIT = 1  # sd-scripts' default, and what it uses for a file it re-creates from its weights
@@ -74,7 +74,7 @@ class DyLoRAModule(nn.Module):
             self.register_parameter(f"lora_B_{index}", nn.Parameter(torch.zeros(up_shape, dtype=torch.float32)))
         if alpha is None or alpha == 0:
             alpha = rank
-        self.register_buffer("alpha", torch.tensor(float(alpha), dtype=torch.float32))
+        register_alpha(self, alpha)
 
     @property
     def lora_A(self) -> list[nn.Parameter]:
@@ -94,7 +94,7 @@ class DyLoRAModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The update for input `x`: in training one random block learns (see the module docstring), else all."""
-        factor = self.multiplier / self.rank  # times alpha: one tensor operation, the rest in Python
+        factor = self.multiplier / self.rank
         if self.training:
             trained = int(torch.randint(self.blocks, ()))
             down = torch.cat([block if index == trained else block.detach() for index, block in enumerate(self.lora_A)])
@@ -103,7 +103,7 @@ class DyLoRAModule(nn.Module):
             factor *= math.sqrt(self.rank / ((trained + 1) * self.unit))
         else:
             down, up = self.down_weight(), self.up_weight()
-        scale = self.alpha * factor
+        scale = self.alpha_value * factor
         if self.is_conv:
             hidden = functional.conv2d(x, down, stride=self.stride, padding=self.padding)
             return functional.conv2d(hidden, up) * scale

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.base import NetworkSpec, TextEncoders, as_update_input
+from sd_scripts.networks.base import NetworkSpec, TextEncoders, as_update_input, register_alpha
 from sd_scripts.networks.blocks import BlockRanks, block_index, block_lr_weights, block_ranks
 from sd_scripts.networks.sgm_names import UNET_PREFIX, is_sdxl_unet_config, sgm_module_path
 from sd_scripts.networks.sgm_names import text_encoder_prefixes
@@ -71,12 +71,11 @@ class LoRAModule(nn.Module):
         nn.init.zeros_(self.lora_up.weight)
         if alpha is None or alpha == 0:
             alpha = rank
-        self.register_buffer("alpha", torch.tensor(float(alpha), dtype=torch.float32))
+        register_alpha(self, alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The LoRA's contribution to the original module's output for input `x`."""
-        scale = self.alpha / self.rank * self.multiplier
-        return self.lora_up(self.lora_down(x)) * scale
+        return self.lora_up(self.lora_down(x)) * (self.alpha_value / self.rank * self.multiplier)
 
     def add_to_output(
         self, original: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
