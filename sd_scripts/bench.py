@@ -105,6 +105,9 @@ class BenchResult:
     # attention; not elementwise work)
     step_gflop: float | None = None  # one step, forward and backward; None when compiled (not counted then)
     latent_gflop_per_image: float | None = None  # one VAE encode
+    # The same step's operations that compute (views left out): on a GPU each is about one kernel launch, so at small
+    # batches, where launching is the limit, fewer is faster
+    step_operations: int | None = None
     matmul_tflops: float | None = None  # on a CPU: its own speed at a large matrix product in the run's dtype
 
     def report(self) -> str:
@@ -148,6 +151,9 @@ class BenchResult:
         lines = [f"counted work, {what}: {gflop:.3g} GFLOP, {rate:.1f} GFLOP/s" + (
             f" ({rate / (self.matmul_tflops * 1e3):.0%} of this CPU's matrix-product speed)" if self.matmul_tflops
             else "") for what, gflop, rate in rates]
+        if self.step_operations is not None:
+            lines.append(f"operations per step (views left out; about one GPU kernel launch each): "
+                         f"{self.step_operations}")
         if self.matmul_tflops:
             lines.append(f"this CPU's matrix-product speed in the run's precision: {self.matmul_tflops * 1e3:.1f} "
                          "GFLOP/s")
@@ -209,13 +215,25 @@ def peak_bf16_tflops(device_name: str) -> float | None:
     return next((tflops for name, tflops in PEAK_BF16_TFLOPS if name.lower() in device_name.lower()), None)
 
 
-def counted_gflop(function: Callable[[], object]) -> float:
-    """The matrix-product, convolution and attention work of one call, counted by torch as it runs."""
+def counted_work(function: Callable[[], object]) -> tuple[float, int]:
+    """The GFLOP of one call's matrix products, convolutions and attention, counted by torch as it runs, and how
+    many operations it dispatched that compute (views and other reshapes of the same memory left out)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    operations = 0
+
+    class OperationCounter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal operations
+            # _unsafe_view is a view that torch does not mark as one (its result is not tracked as an alias)
+            if not func.is_view and func.overloadpacket.__name__ != "_unsafe_view":
+                operations += 1
+            return func(*args, **(kwargs or {}))
+
+    with FlopCounterMode(display=False) as counter, OperationCounter():
         function()
-    return counter.get_total_flops() / 1e9
+    return counter.get_total_flops() / 1e9, operations
 
 
 def cpu_matmul_tflops(dtype, side: int = 2048, repeats: int = 3) -> float:
@@ -484,8 +502,8 @@ def run_benchmark(
         change = float((trained - initial).norm() / initial.norm().clamp_min(1e-12))
         # The work is counted last, outside the timing and after the peak is read: the counter keeps its own
         # bookkeeping alive during the call. Compiled code is not counted (the counter sees no kernels inside it).
-        step_gflop = None if compile_unet else counted_gflop(one_step)
-        latent_gflop = counted_gflop(lambda: encode_pixels(pixels)) / batch_size if cache_images else None
+        step_gflop, step_operations = (None, None) if compile_unet else counted_work(one_step)
+        latent_gflop = counted_work(lambda: encode_pixels(pixels))[0] / batch_size if cache_images else None
     finally:
         network_object.restore()  # the base model may serve the next network
         reset_accelerate_state()
@@ -525,6 +543,7 @@ def run_benchmark(
         fraction_of_peak=fraction,
         step_gflop=step_gflop,
         latent_gflop_per_image=latent_gflop,
+        step_operations=step_operations,
         matmul_tflops=cpu_matmul_tflops(dtype) if device.type == "cpu" else None,
     )
 

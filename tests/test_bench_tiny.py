@@ -46,12 +46,16 @@ def test_benchmark_command_line_times_every_phase_of_a_run_and_logs_it(demo, cap
     assert math.isfinite(record["final_loss"]) and record["lora_change"] > 0
     assert printed.count("counted work, step:") == 2 and printed.count("counted work, latent caching") == 2
     assert record["step_gflop"] > 0 and record["latent_gflop_per_image"] > 0 and record["matmul_tflops"] > 0
+    assert record["step_operations"] > 1000  # the demo model's step: thousands, as SD1.5's
 
 
 def test_counted_work_follows_the_textbook_counts_and_skips_frozen_weights():
     """2·m·n·k per matrix product; a convolution is one per output pixel. Backward: the input's gradient always, the
     weight's only when it is trained (a frozen base layer costs two products, not three)."""
-    from sd_scripts.bench import counted_gflop
+    from sd_scripts.bench import counted_work
+
+    def counted_gflop(function) -> float:
+        return counted_work(function)[0]
 
     m, k, n = 64, 128, 256
     x, weight = torch.randn(m, k), torch.randn(n, k)
@@ -63,6 +67,17 @@ def test_counted_work_follows_the_textbook_counts_and_skips_frozen_weights():
     frozen = counted_gflop(lambda: (trained_input @ weight.T).sum().backward())
     trained = counted_gflop(lambda: (trained_input @ weight.T.requires_grad_()).sum().backward())
     assert (frozen, trained) == (pytest.approx(2 * 2 * m * k * n / 1e9), pytest.approx(3 * 2 * m * k * n / 1e9))
+
+
+def test_operations_are_counted_without_views():
+    """Each operation that computes counts once; a transpose or a reshape computes nothing (it is a new view of the
+    same memory) and a GPU launches no kernel for it."""
+    from sd_scripts.bench import counted_work
+
+    x, weight = torch.randn(4, 8), torch.randn(6, 8)
+    assert counted_work(lambda: x @ weight.T)[1] == 1  # the product; .T is a view
+    assert counted_work(lambda: (x @ weight.T).relu().reshape(-1).sum())[1] == 3  # product, relu, sum
+    assert counted_work(lambda: x.reshape(2, 16).t().unsqueeze(0))[1] == 0
 
 
 def test_a_bf16_autocast_cpu_step_trains(monkeypatch):
