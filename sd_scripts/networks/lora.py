@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional
 from torch.utils.hooks import RemovableHandle
 
 from sd_scripts.errors import UserFacingError
@@ -74,14 +75,28 @@ class LoRAModule(nn.Module):
         register_alpha(self, alpha)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The LoRA's contribution to the original module's output for input `x`."""
-        return self.lora_up(self.lora_down(x)) * (self.alpha_value / self.rank * self.multiplier)
+        """The LoRA's contribution to the original module's output for input `x`.
+
+        The two layers' weights are applied with torch's functions rather than by calling the layers: a module call
+        costs several times the operation itself at these sizes, and a step makes hundreds of them."""
+        return self.low_rank(x) * self.scale()
+
+    def low_rank(self, x: torch.Tensor) -> torch.Tensor:
+        """up(down(x)), unscaled."""
+        down, up = self.lora_down, self.lora_up
+        if isinstance(down, nn.Conv2d):
+            return functional.conv2d(functional.conv2d(x, down.weight, None, down.stride, down.padding), up.weight)
+        return functional.linear(functional.linear(x, down.weight), up.weight)
+
+    def scale(self) -> float:
+        return self.alpha_value / self.rank * self.multiplier
 
     def add_to_output(
         self, original: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
     ) -> torch.Tensor:
-        """Forward hook on the original module: its output plus the LoRA's, in the output's dtype."""
-        return output + self(as_update_input(inputs[0])).to(output.dtype)
+        """Forward hook on the original module: its output plus the LoRA's, in the output's dtype; the scaling and
+        the sum are one operation."""
+        return torch.add(output, self.low_rank(as_update_input(inputs[0])).to(output.dtype), alpha=self.scale())
 
     def delta_weight(self) -> torch.Tensor:
         """delta W in the original weight's shape (without the multiplier), for merging into the base model."""
