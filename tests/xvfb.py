@@ -76,12 +76,21 @@ class VirtualDisplay:
         return result.stdout
 
     def find_window(self, title_pattern: str, timeout: float = 20.0) -> str:
-        """The id of the visible window whose title matches the regular expression; waits for it to appear."""
-        try:
-            found = self.xdotool("search", "--sync", "--onlyvisible", "--name", title_pattern, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"No window titled like {title_pattern!r} appeared within {timeout} s.") from None
-        return found.split()[0]
+        """The id of the visible window whose title matches the regular expression; waits for it to appear.
+
+        A window that closes while xdotool walks the window tree (the previous dialog going away) makes it fail with
+        BadWindow; the search is then made again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                found = self.xdotool("search", "--sync", "--onlyvisible", "--name", title_pattern,
+                                     timeout=max(deadline - time.monotonic(), 0.1))
+                return found.split()[0]
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"No window titled like {title_pattern!r} appeared within {timeout} s.") from None
+            except RuntimeError as error:
+                if "BadWindow" not in str(error) or time.monotonic() > deadline:
+                    raise
 
     def wait_gone(self, window: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
