@@ -91,7 +91,7 @@ SYNC_CHECK = "trainer waits for the GPU"
 SYNC_CHECK_STEPS = 40
 
 
-def trainer_syncs(folder: Path, demo_root: Path | None) -> str:
+def trainer_syncs(folder: Path, demo_root: Path | None, steps: int = SYNC_CHECK_STEPS) -> str:
     """The table row of the sync check (see the module's docstring); on a CPU there is nothing to wait for.
 
     The debug mode is on from the Started event to the first Saved event: the steps and the reads of their losses,
@@ -105,7 +105,7 @@ def trainer_syncs(folder: Path, demo_root: Path | None) -> str:
 
     demo = build_demo(demo_root or folder / "demo")
     on_gpu = torch.cuda.is_available()
-    steps: list[Step] = []
+    reported: list[Step] = []
 
     def watch(event: object) -> None:
         if isinstance(event, Started) and on_gpu:
@@ -113,11 +113,11 @@ def trainer_syncs(folder: Path, demo_root: Path | None) -> str:
         elif isinstance(event, Saved) and on_gpu:
             torch.cuda.set_sync_debug_mode("default")
         elif isinstance(event, Step):
-            steps.append(event)
+            reported.append(event)
 
     args = TrainArgs(pretrained_model_name_or_path=str(demo.model), train_data_dir=str(demo.images),
                      caption_extension=".txt", resolution="64", output_dir=str(folder / "syncs"),
-                     output_name="syncs", network_dim=4, max_train_steps=SYNC_CHECK_STEPS, mixed_precision="bf16",
+                     output_name="syncs", network_dim=4, max_train_steps=steps, mixed_precision="bf16",
                      cache_latents=True, optimizer_type="AdamW", seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -129,8 +129,8 @@ def trainer_syncs(folder: Path, demo_root: Path | None) -> str:
     waits = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
                                 if "synchronizing" in str(w.message))
     listed = ", ".join(f"{where} x{count}" for where, count in waits.most_common()) or "none"
-    seconds = steps[-1].elapsed_s if steps else 0.0
-    speed = f"{len(steps)} steps in {seconds:.2f} s" + ("" if on_gpu else " (no CUDA: nothing to count)")
+    seconds = reported[-1].elapsed_s if reported else 0.0
+    speed = f"{len(reported)} steps in {seconds:.2f} s" + ("" if on_gpu else " (no CUDA: nothing to count)")
     return f"| {SYNC_CHECK} | {speed} | - | {sum(waits.values())} waits: {listed} | - | only the loss reads |"
 
 
@@ -182,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"({result['peak_memory_kind']}) | {estimate} | {check.target} |")
             print(rows[-1], flush=True)
         if not options.only or any(word in SYNC_CHECK for word in options.only):
-            rows.append(trainer_syncs(Path(folder), options.demo_root))
+            steps = 4 if options.tiny else SYNC_CHECK_STEPS
+            rows.append(trainer_syncs(Path(folder), options.demo_root, steps))
             print(rows[-1], flush=True)
     print("\n| check | speed | share of bf16 peak | peak memory | estimate (error) | target |")
     print("| --- | --- | --- | --- | --- | --- |")

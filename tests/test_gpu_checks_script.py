@@ -24,7 +24,8 @@ def test_the_gpu_checks_run_on_tiny_shapes_and_print_every_figure():
 
 
 def test_the_wait_check_runs_the_trainer_and_prints_its_row(demo):
-    """On a CPU the trainer's 40 steps run through the check; the sync debug mode that counts the waits needs CUDA."""
+    """On a CPU the trainer's steps (4 with --tiny) run through the check; the sync debug mode that counts the waits
+    needs CUDA."""
     printed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_checks", "--tiny", "--only", "waits",
                               "--demo-root", str(demo.model.parent)],
                              cwd=REPO, capture_output=True, text=True, check=True,
@@ -32,5 +33,5 @@ def test_the_wait_check_runs_the_trainer_and_prints_its_row(demo):
     rows = [line for line in printed.splitlines() if line.startswith("| trainer waits for the GPU |")]
     assert len(rows) == 2 and rows[0] == rows[1]
     speed, share, waits, estimate, target = [cell.strip() for cell in rows[-1].split("|")[2:7]]
-    assert speed.startswith("40 steps in ") and speed.endswith("(no CUDA: nothing to count)")
+    assert speed.startswith("4 steps in ") and speed.endswith("(no CUDA: nothing to count)")
     assert (share, waits, estimate, target) == ("-", "0 waits: none", "-", "only the loss reads")

@@ -439,6 +439,8 @@ class TrainingSession:
             self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             if rounds is not None:
                 self.draw_noise_of(rounds[index][rank + 1 :])
+            # Read once the backward is queued (not between the forward and the backward, which would leave the
+            # GPU idle while the backward is launched), before the optimizer steps.
             if not self.skips_on_device and not math.isfinite(loss.item()):
                 raise NonFiniteLoss(self.position.global_step + 1)
             losses.append(loss.detach())
