@@ -9,8 +9,8 @@ issue's targets, then the pre-flight memory estimate is set beside each measured
 - memory: SD1.5 at batch 1 with gradient checkpointing and AdamW8bit (target <= 6 GB), SD1.5 at batch 1 and 4 with and
   without gradient checkpointing, SDXL with sd-scripts' 8 GB recipe (U-Net only, cached text-encoder outputs, gradient
   checkpointing, AdamW8bit); each against `wizard.memory_estimate` (target: within 20%).
-- waits for the GPU: the trainer itself (`sd_scripts.train`) makes 40 steps of the demo model in bf16 with cached
-  latents and fused AdamW under torch's sync debug mode, from its first step to its final save, and every operation
+- waits for the GPU: the trainer itself (`sd_scripts.train`) makes 40 steps of the demo model's shapes (random
+  weights) in bf16 with cached latents and fused AdamW under torch's sync debug mode, from its first step to its final save, and every operation
   that made the host wait is listed by the line that asked for it (target: only the loss read-back, about twice a
   second, none inside a step).
 The environment comes first: torch, CUDA, the GPU, which SDPA kernels are enabled, bitsandbytes.
@@ -91,7 +91,26 @@ SYNC_CHECK = "trainer waits for the GPU"
 SYNC_CHECK_STEPS = 40
 
 
-def trainer_syncs(folder: Path, demo_root: Path | None, steps: int = SYNC_CHECK_STEPS) -> str:
+def sync_check_inputs(folder: Path) -> tuple[Path, Path]:
+    """The demo model's shapes with random weights in a file, and one folder of 40 plain images (4 images, 10
+    repeats: the check's steps fit in one epoch). What makes the host wait does not depend on what is learned, so
+    nothing is pre-trained (the GPU session's minutes are few)."""
+    from PIL import Image
+
+    from sd_scripts.demo import tiny_sd15_model
+    from sd_scripts.models import save_ldm_checkpoint
+
+    model = folder / "tiny_sd15.safetensors"
+    save_ldm_checkpoint(tiny_sd15_model(), model, overwrite=True)
+    images = folder / "images" / "10_plain"
+    images.mkdir(parents=True)
+    for index, colour in enumerate(((200, 40, 40), (40, 200, 40), (40, 40, 200), (200, 200, 40))):
+        Image.new("RGB", (64, 64), colour).save(images / f"{index}.png")
+        (images / f"{index}.txt").write_text(f"a plain square, colour {index}", encoding="utf-8")
+    return model, images.parent
+
+
+def trainer_syncs(folder: Path, steps: int = SYNC_CHECK_STEPS) -> str:
     """The table row of the sync check (see the module's docstring); on a CPU there is nothing to wait for.
 
     The debug mode is on from the Started event to the first Saved event: the steps and the reads of their losses,
@@ -99,11 +118,10 @@ def trainer_syncs(folder: Path, demo_root: Path | None, steps: int = SYNC_CHECK_
     import torch
 
     from sd_scripts.args import TrainArgs
-    from sd_scripts.demo import build_demo
     from sd_scripts.events import Saved, Started, Step
     from sd_scripts.train import train
 
-    demo = build_demo(demo_root or folder / "demo")
+    model, images = sync_check_inputs(folder)
     on_gpu = torch.cuda.is_available()
     reported: list[Step] = []
 
@@ -115,10 +133,10 @@ def trainer_syncs(folder: Path, demo_root: Path | None, steps: int = SYNC_CHECK_
         elif isinstance(event, Step):
             reported.append(event)
 
-    args = TrainArgs(pretrained_model_name_or_path=str(demo.model), train_data_dir=str(demo.images),
-                     caption_extension=".txt", resolution="64", output_dir=str(folder / "syncs"),
-                     output_name="syncs", network_dim=4, max_train_steps=steps, mixed_precision="bf16",
-                     cache_latents=True, optimizer_type="AdamW", seed=0)
+    args = TrainArgs(pretrained_model_name_or_path=str(model), train_data_dir=str(images), caption_extension=".txt",
+                     resolution="64", output_dir=str(folder / "syncs"), output_name="syncs", network_dim=4,
+                     max_train_steps=steps, mixed_precision="bf16", cache_latents=True, optimizer_type="AdamW",
+                     seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = train(args, watch)
@@ -154,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="the demo's tiny shapes at 64 px, to try the script")
     parser.add_argument("--only", nargs="*", default=None, help="run the checks whose names contain these words")
-    parser.add_argument("--demo-root", type=Path, default=None, help="a demo already built there (else built anew)")
     options = parser.parse_args(argv)
     print("\n".join(environment()), flush=True)
     checks = [c for c in CHECKS if any(word in c.name for word in options.only)] if options.only \
@@ -183,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1], flush=True)
         if not options.only or any(word in SYNC_CHECK for word in options.only):
             steps = 4 if options.tiny else SYNC_CHECK_STEPS
-            rows.append(trainer_syncs(Path(folder), options.demo_root, steps))
+            rows.append(trainer_syncs(Path(folder), steps))
             print(rows[-1], flush=True)
     print("\n| check | speed | share of bf16 peak | peak memory | estimate (error) | target |")
     print("| --- | --- | --- | --- | --- | --- |")

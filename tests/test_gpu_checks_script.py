@@ -23,11 +23,10 @@ def test_the_gpu_checks_run_on_tiny_shapes_and_print_every_figure():
     assert (share, estimate, target) == ("-", "-", "<= 6 GB")  # no GPU peak or estimate for the tiny shapes
 
 
-def test_the_wait_check_runs_the_trainer_and_prints_its_row(demo):
+def test_the_wait_check_runs_the_trainer_and_prints_its_row():
     """On a CPU the trainer's steps (4 with --tiny) run through the check; the sync debug mode that counts the waits
     needs CUDA."""
-    printed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_checks", "--tiny", "--only", "waits",
-                              "--demo-root", str(demo.model.parent)],
+    printed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_checks", "--tiny", "--only", "waits"],
                              cwd=REPO, capture_output=True, text=True, check=True,
                              env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(Path.home())}).stdout
     rows = [line for line in printed.splitlines() if line.startswith("| trainer waits for the GPU |")]
