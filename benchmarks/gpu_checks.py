@@ -4,21 +4,22 @@ Each check is one `python -m sd_scripts.bench` process on random weights with th
 SDXL at 1024 px), bf16, cached latents; the figures are collected from their JSON lines into one table with the
 issue's targets, then the pre-flight memory estimate is set beside each measured peak. What it checks:
 - speed: SD1.5 LoRA at batch 1 (target >= 20 steps/s) and batch 8 (>= 150 images/s, about 30% of the bf16 peak),
-  with PyTorch's SDPA (flash / memory-efficient kernels) and, as options, diffusers' plain attention (what SDPA saves)
-  and torch.compile;
+  with PyTorch's SDPA (flash / memory-efficient kernels), beside diffusers' plain attention (what SDPA saves) and the
+  channels-last layout at batch 8; as options (run only when named: compiling takes minutes), torch.compile at batch
+  8 and torch.compile with CUDA graphs (mode reduce-overhead) at batch 1;
 - memory: SD1.5 at batch 1 with gradient checkpointing and AdamW8bit (target <= 6 GB), SD1.5 at batch 1 and 4 with and
   without gradient checkpointing, SDXL with sd-scripts' 8 GB recipe (U-Net only, cached text-encoder outputs, gradient
   checkpointing, AdamW8bit); each against `wizard.memory_estimate` (target: within 20%).
 - waits for the GPU: the trainer itself (`sd_scripts.train`) makes 40 steps of the demo model's shapes (random
-  weights) in bf16 with cached latents and fused AdamW under torch's sync debug mode, from its first step to its final save, and every operation
-  that made the host wait is listed by the line that asked for it (target: only the loss read-back, about twice a
-  second, none inside a step).
+  weights) in bf16 with cached latents and fused AdamW under torch's sync debug mode, from its first step to its
+  final save, and every operation that made the host wait is listed by the line that asked for it (target: only the
+  loss read-back, about twice a second, none inside a step).
 The environment comes first: torch, CUDA, the GPU, which SDPA kernels are enabled, bitsandbytes.
 
 `--tiny` runs the same list on the demo's tiny shapes at 64 px (CPU or GPU; seconds a check, but minutes for the
-compiled one on a CPU): the test suite runs one check that way, so the script itself is known to work before a GPU
+compiled ones on a CPU): the test suite runs one check that way, so the script itself is known to work before a GPU
 session spends its minutes on it. `--only WORD ...` runs the checks whose names contain one of the words; the
-compiled check runs only when named so (`--only compiled`). `bash benchmarks/gpu_session.sh` is the GPU machine's
+compiled checks run only when named so (`--only compiled`). `bash benchmarks/gpu_session.sh` is the GPU machine's
 one command (it installs the wheels that machine's image lacks, then runs this).
 """
 
@@ -75,7 +76,10 @@ CHECKS = (
     Check("SD1.5 batch 1", "sd15", 512, 1, target=">= 20 steps/s"),
     Check("SD1.5 batch 8", "sd15", 512, 8, target=">= 150 images/s"),
     Check("SD1.5 batch 8, plain attention", "sd15", 512, 8, ("--attention", "plain"), target="slower than SDPA"),
+    Check("SD1.5 batch 8, channels_last", "sd15", 512, 8, ("--channels-last",), target="faster than NCHW?"),
     Check("SD1.5 batch 8, compiled", "sd15", 512, 8, ("--compile",), target="option", optional=True),
+    Check("SD1.5 batch 1, compiled with CUDA graphs", "sd15", 512, 1, ("--compile", "reduce-overhead"),
+          target=">= 20 steps/s, option", optional=True),
     Check("SD1.5 batch 1, checkpointing, AdamW8bit", "sd15", 512, 1,
           ("--gradient-checkpointing", "--optimizer", "AdamW8bit"), target="<= 6 GB"),
     Check("SD1.5 batch 1, checkpointing", "sd15", 512, 1, ("--gradient-checkpointing",)),

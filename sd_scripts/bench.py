@@ -12,8 +12,10 @@ Phases, each timed on its own with its warm-up excluded, as the trainer runs the
   once and parks the text encoders in RAM on a GPU, as the trainer does) and the U-Net's loss with the network (U-Net
   and text encoder, or the U-Net only with `--unet-only`; rank `--dim`) applied, backward, optimizer step.
 Settings: resolution, batch, precision (no / fp16 / bf16, resolved for this machine as the trainer resolves it),
-`--attention` (sdpa, xformers where installed, plain), `--compile` (torch.compile of the U-Net; its compile time is
-in the warm-up, printed apart), gradient checkpointing, `--no-half-vae`.
+`--attention` (sdpa, xformers where installed, plain), `--compile [MODE]` (torch.compile of the U-Net, in torch's
+mode: default, reduce-overhead = CUDA graphs, max-autotune; its compile time is in the warm-up, printed apart),
+`--channels-last` (the U-Net and network in the NHWC layout cuDNN prefers for half precision), gradient
+checkpointing, `--no-half-vae`.
 
 It prints images/s, the median seconds per step, the peak memory (the CUDA allocator's peak on a GPU, else the
 process's peak resident memory, the load included) and on a GPU the fraction of its dense bf16 peak reached, by the
@@ -93,6 +95,8 @@ class BenchResult:
     cached_latents: bool = False
     attention: str = "sdpa"
     compiled: bool = False
+    compile_mode: str | None = None  # torch.compile's mode when compiled
+    channels_last: bool = False
     load_seconds: float | None = None  # None: the base model was built in memory (several networks on one model)
     latent_seconds_per_image: float | None = None  # None: no latent caching measured
     text_seconds_per_caption: float | None = None
@@ -115,7 +119,8 @@ class BenchResult:
             f"model {self.model}: U-Net {self.unet_parameters / 1e6:.1f} M parameters, {self.network} "
             f"{self.lora_parameters / 1e6:.2f} M trainable; {self.resolution}x{self.resolution}, "
             f"batch {self.batch_size}, precision {self.precision}, attention {self.attention}"
-            f"{', compiled' if self.compiled else ''}, "
+            f"{f', compiled ({self.compile_mode})' if self.compiled else ''}"
+            f"{', channels_last' if self.channels_last else ''}, "
             f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, "
             f"{'U-Net only' if self.unet_only else 'U-Net and text encoder'}"
             f"{', cached latents' if self.cached_latents else ''}"
@@ -323,6 +328,8 @@ def run_benchmark(
     precision: str = "no",
     attention: str = "sdpa",
     compile_unet: bool = False,
+    compile_mode: str = "default",
+    channels_last: bool = False,
     gradient_checkpointing: bool = False,
     cache_latents: bool = False,
     cache_images: int = 0,
@@ -378,6 +385,9 @@ def run_benchmark(
     freeze_base_model((base.unet, *base.text_encoders), device, dtype)
     freeze_base_model((base.vae,), device, vae_dtype)
     network_object.to(device, dtype=torch.float32)
+    if channels_last:
+        base.unet.to(memory_format=torch.channels_last)
+        network_object.to(memory_format=torch.channels_last)
     for note in configure_attention(base.unet, base.vae, xformers=attention == "xformers", on_cuda=device.type == "cuda"):
         print(note, file=sys.stderr)
     if attention == "plain":
@@ -392,7 +402,7 @@ def run_benchmark(
     _, optimizer_object = accelerator.prepare(network_object, built.optimizer)
     parameters = [p for group in groups for p in group["params"]]
     initial = torch.cat([p.detach().flatten().float().cpu() for p in parameters])
-    unet = torch.compile(base.unet) if compile_unet else base.unet
+    unet = torch.compile(base.unet, mode=compile_mode) if compile_unet else base.unet
 
     scheduler = make_noise_scheduler(v_parameterization=base.v_parameterization)
     noise_settings = NoiseSettings(v_parameterization=base.v_parameterization)
@@ -529,6 +539,8 @@ def run_benchmark(
         cached_latents=cache_latents,
         attention=attention,
         compiled=compile_unet,
+        compile_mode=compile_mode if compile_unet else None,
+        channels_last=channels_last,
         seconds_per_step=median,
         images_per_second=batch_size / median,
         peak_memory_bytes=peak,
@@ -612,7 +624,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", choices=ATTENTIONS, default="sdpa",
                         help="PyTorch's scaled-dot-product attention (the trainer's default), xformers (where "
                              "installed) or diffusers' plain attention")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the U-Net (compiled in the warm-up)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None,
+                        choices=("default", "reduce-overhead", "max-autotune"), metavar="MODE",
+                        help="torch.compile the U-Net (compiled in the warm-up), in this mode (default: default; "
+                             "reduce-overhead replays CUDA graphs)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="the U-Net and the network in the channels-last (NHWC) memory layout")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--cache-latents", action="store_true", help="skip the VAE encode, as with cached latents")
     parser.add_argument("--cache-images", type=int, default=2,
@@ -649,7 +666,9 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=options.warmup_steps,
         precision=options.precision,
         attention=options.attention,
-        compile_unet=options.compile,
+        compile_unet=options.compile is not None,
+        compile_mode=options.compile or "default",
+        channels_last=options.channels_last,
         gradient_checkpointing=options.gradient_checkpointing,
         cache_latents=options.cache_latents,
         optimizer=options.optimizer,

@@ -149,3 +149,13 @@ def test_the_table_takes_each_ratio_within_a_round():
     assert "median of 3 rounds" in rows[0]
     assert rows[1].split()[-2:] == ["2.0000", "1.00"]
     assert rows[2].split()[-2:] == ["6.0000", "2.00"]  # ratios 2, 1, 3; the ratio of the medians would say 3
+
+
+def test_channels_last_puts_the_unet_and_the_network_in_the_nhwc_layout():
+    """The layout cuDNN prefers for half-precision convolutions, as a benchmark option for the GPU session."""
+    base = random_model("tiny")
+    result = run_benchmark(model="tiny", resolution=64, steps=1, warmup_steps=1, cache_latents=True, base=base,
+                           channels_last=True)
+    assert result.channels_last and "channels_last" in result.report().splitlines()[0]
+    assert base.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert math.isfinite(result.final_loss) and result.lora_change > 0
