@@ -538,7 +538,7 @@ class TrainingSession:
                 sample = (not args.sample_every_n_epochs and args.sample_every_n_steps
                           and step % args.sample_every_n_steps == 0)
                 save = step < length.total_steps and args.save_every_n_steps and step % args.save_every_n_steps == 0
-                if sample or save or step >= length.total_steps or self.readback.due():
+                if sample or save or self.readback.due():  # the last step's are read after the loop
                     self.report_steps()
                 if sample:
                     self.make_samples(f"{step:06d}")
