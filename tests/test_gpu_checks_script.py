@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_the_gpu_checks_run_on_tiny_shapes_and_print_every_figure():
-    printed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_checks", "--tiny", "--only", "AdamW8bit"],
+    """A bench check, and the trainer's waits: on a CPU its steps run, the sync debug mode that counts needs CUDA."""
+    printed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_checks", "--tiny", "--only", "AdamW8bit", "waits"],
                              cwd=REPO, capture_output=True, text=True, check=True,
                              env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(Path.home())}).stdout
     assert printed.startswith("torch ") and "bitsandbytes installed" in printed
@@ -21,14 +22,6 @@ def test_the_gpu_checks_run_on_tiny_shapes_and_print_every_figure():
     assert speed.endswith("images/s") and float(speed.split()[0]) > 0
     assert memory.endswith("(process RSS)") and float(memory.split()[0]) > 0.1
     assert (share, estimate, target) == ("-", "-", "<= 6 GB")  # no GPU peak or estimate for the tiny shapes
-
-
-def test_the_wait_check_runs_the_trainer_and_prints_its_row():
-    """On a CPU the trainer's steps (4 with --tiny) run through the check; the sync debug mode that counts the waits
-    needs CUDA."""
-    printed = subprocess.run([sys.executable, "-m", "benchmarks.gpu_checks", "--tiny", "--only", "waits"],
-                             cwd=REPO, capture_output=True, text=True, check=True,
-                             env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(Path.home())}).stdout
     rows = [line for line in printed.splitlines() if line.startswith("| trainer waits for the GPU |")]
     assert len(rows) == 2 and rows[0] == rows[1]
     speed, share, waits, estimate, target = [cell.strip() for cell in rows[-1].split("|")[2:7]]
