@@ -4,8 +4,8 @@ On a CPU, torch gives a float convolution to oneDNN, which first copies the weig
 every call (a plain tensor cannot keep that layout), for the forward pass and again for the input's gradient. For
 SD1.5's 1280-channel 3x3 convolutions at the U-Net's two lowest resolutions (at 256 px: 8x8 and 4x4 latents, 16 to
 64 output positions) copying a 56 to 112 MiB weight costs more than the convolution itself: on one core of the
-development machine, forward plus backward of a 2560->1280 convolution at 4x4 took 192 ms through oneDNN and 54 ms
-as a product, a 1280->1280 one at 8x8 119 ms against 58 ms (`benchmarks/convolution_paths.py` measures every shape).
+development machine, forward plus input gradient of a 2560->1280 convolution at 4x4 took 163 ms through oneDNN and
+51 ms as a product, a 1280->1280 one at 8x8 99 ms against 51 ms (`benchmarks/convolution_paths.py` times every shape).
 Unfolding the input (im2col) and multiplying by the weight as it lies, (out, in x 3 x 3) @ (in x 3 x 3, positions),
 skips the copy; the input's gradient is the transposed product, folded back. Both give the convolution up to float
 rounding. Smaller weights, or more positions (the higher resolutions, larger batches), stay with oneDNN, which is as
