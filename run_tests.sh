@@ -2,7 +2,7 @@
 # Run the whole test suite: creates ./.venv with the test packages, installs Xvfb, xdotool and ImageMagick
 # through apt-get when they are missing (the Tk tests drive real popups on a virtual screen), and Wine with mingw-w64
 # (the Windows launcher's tests run run_popup.bat under Wine's cmd), then runs pytest.
-# Extra arguments go to pytest, e.g. ./run_tests.sh -k queue
+# Extra arguments go to pytest, e.g. ./run_tests.sh -k queue (-n 0 runs the tests one at a time).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=tools/ensure_venv.sh
@@ -30,4 +30,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cd "$here"
-exec "$VENV_PYTHON" -m pytest tests "$@"
+# Two workers, one per core of the CI machine; a test file's tests stay together on one worker (its fixtures
+# are made once). conftest.py gives each worker one torch thread.
+exec "$VENV_PYTHON" -m pytest tests -n 2 --dist loadfile "$@"
