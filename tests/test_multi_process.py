@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,70 @@ def test_two_processes_train_the_lora_of_one_process_with_twice_the_batch(demo, 
         metadata = handle.metadata()
     assert metadata["ss_steps"] == "2" and metadata["ss_total_batch_size"] == "4"
     assert metadata["ss_num_batches_per_epoch"] == "2"  # sd-scripts: len(train_dataloader) once accelerate shards it
+
+
+def _main_worker(marker: str) -> int | None:
+    """The pid of the launched process of rank 0 (torchrun's RANK) whose environment holds `marker`; None if none."""
+    for entry in Path("/proc").iterdir():
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if b"RANK=0" in environment and marker.encode() in environment:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="finds the main process through /proc")
+def test_ctrl_c_in_the_main_process_stops_both_processes_at_the_same_step(demo, one_repeat_images,  # noqa: F811
+                                                                          tmp_path):
+    """Stop (the progress window's button, or Ctrl+C, in the main process) reaches the other process through the
+    votes carried by each step's all-reduce (sd_scripts/training/data_parallel.py): both stop at the same step, a
+    step or two after the press, the main one saves the LoRA so far with its state, and both end cleanly. Were they
+    to stop at different steps, the one left would wait in its next all-reduce and the launch would not end.
+    DyLoRA with two blocks of ranks: its gradients differ between the processes (the random subsets' path)."""
+    from wizard.formats import seed_json
+
+    images = tmp_path / "images" / "1_shapes"
+    images.mkdir(parents=True)
+    for picture in sorted(next(one_repeat_images.iterdir()).iterdir())[:16]:  # 8 images and their captions
+        shutil.copy(picture, images)
+    output = tmp_path / "out"
+    output.mkdir()
+    config = _settings(demo, images.parent, output)
+    for name, value in dict(network_type="DyLoRA", unit=2, conv_dim=None, num_epochs=200, sample_prompts=None).items():
+        config.set(name, value)
+    settings = seed_json.save(config, tmp_path, name="stopped")
+
+    environment = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), PYTHONUNBUFFERED="1")
+    environment.pop("DISPLAY", None)
+    log = tmp_path / "launch.log"
+    marker = f"WIZARD_TEST_LAUNCH={tmp_path}"  # the workers inherit it: how the main one is found
+    with log.open("w") as written:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+             "--main_process_port", str(_free_port()),
+             str(PROJECT_ROOT / "popup_main.py"), "--load-json", str(settings), "--no-popups"],
+            cwd=tmp_path, env={**environment, "WIZARD_TEST_LAUNCH": marker.partition("=")[2]}, stdout=written,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while "Training on 2 processes" not in log.read_text():
+            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.kill(_main_worker(marker), signal.SIGINT)
+        assert launcher.wait(timeout=240) == 0, log.read_text()[-3000:]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+    printed = log.read_text()
+    stopped = re.search(r"The training was stopped at step (\d+) of (\d+)", printed)
+    assert stopped, printed[-3000:]
+    step, total = int(stopped[1]), int(stopped[2])
+    assert total == 400 and 2 <= step < total, printed[-3000:]
+    saved = output / f"multi-step{step:08d}.safetensors"
+    assert saved.is_file() and (output / f"multi-step{step:08d}-state").is_dir(), _listing(output)
+    with safe_open(str(saved), framework="pt") as handle:
+        assert handle.metadata()["ss_steps"] == str(step)

@@ -111,8 +111,9 @@ def demo_model(demo):
     return load_base_model(str(demo.model))
 
 
-def one_training_step(model, args) -> tuple[float, bool]:
-    """Build the network of `args` on the model, take one AdamW step on a fixed batch; (loss, weights changed)."""
+def one_training_step(model, args) -> tuple[float, bool, bool]:
+    """Build the network of `args` on the model, take one AdamW step on a fixed batch; (loss, weights changed,
+    whether a parameter the network did not declare random (`trains_random_subsets`) got no gradient)."""
     torch.manual_seed(0)
     network = create_network(spec_from_args(args), model.text_encoder, model.unet)
     network.apply_to()
@@ -128,10 +129,14 @@ def one_training_step(model, args) -> tuple[float, bool]:
                          torch.Generator().manual_seed(2), NoiseSettings(v_parameterization=False),
                          contextlib.nullcontext)
         loss.backward()
+        # Several processes take a missing gradient as missing everywhere unless the network says it trains random
+        # subsets (data_parallel.py): no network may leave one out without saying so.
+        undeclared_gap = not network.trains_random_subsets and any(
+            parameter.grad is None for group in groups for parameter in group["params"])
         optimizer.step()
         after = network.state_dict()
         changed = any(not torch.equal(before[name], after[name]) for name in before)
-        return loss.item(), changed
+        return loss.item(), changed, undeclared_gap
     finally:
         network.restore()
 
@@ -161,9 +166,9 @@ def test_every_network_type_and_option_value_the_questions_produce_trains(networ
     failures = []
     chosen = covering_networks(network_configs)
     for args in chosen:
-        loss, changed = one_training_step(demo_model, args)
-        if not (torch.isfinite(torch.tensor(loss)) and changed):
-            failures.append((args.network_module, args.network_args, loss, changed))
+        loss, changed, undeclared_gap = one_training_step(demo_model, args)
+        if not (torch.isfinite(torch.tensor(loss)) and changed) or undeclared_gap:
+            failures.append((args.network_module, args.network_args, loss, changed, undeclared_gap))
     assert failures == []
     assert {spec_from_args(args).kind.name for args in chosen} == set(NETWORK_TYPES)
 

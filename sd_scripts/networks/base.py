@@ -13,7 +13,9 @@ A network is a `torch.nn.Module` that sits on a frozen text encoder and U-Net:
 * `state_dict()` has exactly the keys of the file format (kohya / LyCORIS names), `load_weights(state_dict)` reads
   them back; a key of a module the network does not have is ignored, a shape that does not fit is refused;
 * `text_encoder_loras` / `unet_loras` list the per-layer modules of each part;
-* `.train()` while training and `.eval()` while sampling: DyLoRA's random rank and the dropouts act only in training.
+* `.train()` while training and `.eval()` while sampling: DyLoRA's random rank and the dropouts act only in training;
+* `trains_random_subsets` says whether a training step may leave some parameters without a gradient, chosen at random
+  (DyLoRA's block of ranks, LyCORIS' module_dropout): several processes must then agree on which were trained.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class Network(Protocol):
 
     text_encoder_loras: list[nn.Module]
     unet_loras: list[nn.Module]
+    trains_random_subsets: bool
 
     @classmethod
     def from_spec(cls, text_encoder: TextEncoders, unet: nn.Module, spec: NetworkSpec) -> Self: ...

@@ -193,6 +193,7 @@ class DyLoRANetwork(LoRANetwork):
             make_module=partial(DyLoRAModule, unit=unit),
         )
         self.unit = unit
+        self.trains_random_subsets = True  # one random block of ranks a step
 
     @classmethod
     def from_spec(cls, text_encoder: TextEncoders, unet: nn.Module, spec: NetworkSpec) -> DyLoRANetwork:

@@ -170,6 +170,7 @@ class LoRANetwork(nn.Module):
     ) -> None:
         super().__init__()
         self.make_module = make_module  # what one target layer gets: a LoRAModule, or a DyLoRA module
+        self.trains_random_subsets = False  # every step trains every layer (DyLoRA: see there)
         self.multiplier = multiplier
         self.dim = dim
         self.alpha = alpha

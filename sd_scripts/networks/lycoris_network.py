@@ -312,6 +312,11 @@ class LycorisNetwork(nn.Module):
     def loras(self) -> list[LycorisBaseModule]:
         return self.text_encoder_loras + self.unet_loras
 
+    @property
+    def trains_random_subsets(self) -> bool:
+        """module_dropout skips whole modules at random in training."""
+        return any(getattr(lora, "module_dropout", 0.0) > 0 for lora in self.loras)
+
     # --- applying -------------------------------------------------------------------------------------------------
     def apply_to(self) -> None:
         """Make every layer compute with its LyCORIS module (LyCORIS replaces the layer's forward)."""

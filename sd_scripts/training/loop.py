@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from sd_scripts.args import TrainArgs
@@ -54,6 +53,7 @@ from sd_scripts.optimizer_kinds import parse_optimizer_args, resolve_optimizer
 from sd_scripts.saving import TrainingRun, model_file_metadata, save_lora, training_metadata
 from sd_scripts.saving.atomic import remove_leftovers
 from sd_scripts.saving.lora_file import load_lora_file
+from sd_scripts.training.data_parallel import Votes, average_gradients
 from sd_scripts.training.failures import (
     FailedRun,
     NonFiniteLoss,
@@ -354,6 +354,7 @@ class TrainingSession:
         self.skips_on_device = skips_non_finite_steps_on_device(built.optimizer, self.device,
                                                                 scales_gradients=self.accelerator.scaler is not None)
         self.readback = LossReadback(interval_s=READ_INTERVAL_S if self.skips_on_device else 0.0)
+        self.votes = Votes()  # several processes' decisions (data_parallel.py)
         self.epoch_loss = LossAverage()
         self.trainable_parameters = [p for group in param_groups for p in group["params"]]
 
@@ -427,8 +428,8 @@ class TrainingSession:
         times as large, the same noise included.
 
         The mean loss is returned as a tensor on the device, not read (see loss_readback): with a fused Adam/AdamW
-        on a GPU a non-finite loss makes the optimizer skip the step there; otherwise each batch's loss is read
-        once its backward is queued, and a non-finite one stops the run before the optimizer steps.
+        on a GPU a non-finite loss makes the optimizer skip the step there; otherwise the step's mean loss is read
+        once every backward is queued, and a non-finite one stops the run before the optimizer steps.
         """
         losses = []
         rank = self.accelerator.process_index
@@ -439,12 +440,20 @@ class TrainingSession:
             self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             if rounds is not None:
                 self.draw_noise_of(rounds[index][rank + 1 :])
-            # Read once the backward is queued (not between the forward and the backward, which would leave the
-            # GPU idle while the backward is launched), before the optimizer steps.
-            if not self.skips_on_device and not math.isfinite(loss.item()):
-                raise NonFiniteLoss(self.position.global_step + 1)
             losses.append(loss.detach())
-        mean_loss = average_gradients(self.accelerator, self.trainable_parameters, torch.stack(losses).mean())
+        mean_loss = torch.stack(losses).mean()
+        if self.accelerator.num_processes > 1:
+            mean_loss, votes = average_gradients(
+                self.accelerator, self.trainable_parameters, mean_loss,
+                (self.stop.is_set(), self.main_process and self.readback.due()),
+                trains_random_subsets=self.network.trains_random_subsets,
+            )
+            self.votes.add(votes)
+        # Read once the backwards are queued (not between a forward and its backward, which would leave the GPU
+        # idle while the backward is launched), before the optimizer steps; with several processes the mean, so
+        # that all of them stop at the same step.
+        if not self.skips_on_device and not math.isfinite(mean_loss.item()):
+            raise NonFiniteLoss(self.position.global_step + 1)
         if self.skips_on_device:
             skip_if_not_finite(self.optimizer.optimizer, mean_loss)
         if self.args.max_grad_norm:
@@ -465,12 +474,18 @@ class TrainingSession:
             draw_noise(latents, self.noise_scheduler, self.noise_generator, self.noise_settings)
 
     def stop_requested(self) -> bool:
-        """The stop flag; with several processes, set on any (the main one's window) it stops all at the same step."""
+        """The stop flag; with several processes, set on any (the main one's window) it stops all at the same step,
+        two steps later (data_parallel.py)."""
         if self.accelerator.num_processes == 1:
             return self.stop.is_set()
-        if self.stop.is_set():
-            self.accelerator.set_trigger()
-        return self.accelerator.check_trigger()
+        return self.votes.decided("stop")
+
+    def losses_due(self) -> bool:
+        """Time to read the queued steps' losses back; with several processes all read at the same step, as the main
+        one's clock said two steps before (a non-finite loss then stops them all at the same step)."""
+        if self.accelerator.num_processes == 1:
+            return self.readback.due()
+        return self.votes.decided("read_losses")
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -538,7 +553,7 @@ class TrainingSession:
                 sample = (not args.sample_every_n_epochs and args.sample_every_n_steps
                           and step % args.sample_every_n_steps == 0)
                 save = step < length.total_steps and args.save_every_n_steps and step % args.save_every_n_steps == 0
-                if sample or save or self.readback.due():  # the last step's are read after the loop
+                if sample or save or self.losses_due():  # the last step's are read after the loop
                     self.report_steps()
                 if sample:
                     self.make_samples(f"{step:06d}")
@@ -754,28 +769,6 @@ class TrainingSession:
                 torch.cuda.empty_cache()
         self.network.train()
         self.optimizer.train()
-
-
-def average_gradients(accelerator: Accelerator, parameters: list[torch.nn.Parameter],
-                      loss: torch.Tensor) -> torch.Tensor:
-    """Data parallel: every parameter's gradient (and the step's loss) replaced by its mean over the processes.
-
-    One all-reduce through accelerate for all of them. A parameter no process gave a gradient keeps none (the
-    optimizer leaves it alone, weight decay included, as in one process); one that only some processes used (module
-    dropout) counts zeros for the others, as DDP does. Returns the mean loss.
-    """
-    if accelerator.num_processes == 1:
-        return loss
-    gradients = [parameter.grad if parameter.grad is not None else torch.zeros_like(parameter)
-                 for parameter in parameters]
-    used = [float(parameter.grad is not None) for parameter in parameters]
-    flat = torch.cat([gradient.reshape(-1) for gradient in gradients]
-                     + [gradients[0].new_tensor(used), loss.reshape(1).to(gradients[0].dtype)])
-    averaged = accelerator.reduce(flat, reduction="mean")
-    means = averaged[: -len(used) - 1].split([gradient.numel() for gradient in gradients])
-    for parameter, mean, used_somewhere in zip(parameters, means, averaged[-len(used) - 1 : -1].tolist()):
-        parameter.grad = mean.view_as(parameter) if used_somewhere else None
-    return averaged[-1]
 
 
 def _describe(device: torch.device, num_processes: int = 1) -> str:
