@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(after_warmup) < 2:
         print("Too few probes after warm-up: train longer or probe more often.", file=sys.stderr)
         return 1
-    (_, rss_base, fds_base, *_), (last_step, rss_end, fds_end, cuda_allocated, cuda_reserved) = after_warmup[0], \
+    (_, rss_base, fds_base, *_), (_, rss_end, fds_end, cuda_allocated, cuda_reserved) = after_warmup[0], \
         after_warmup[-1]
     growth = rss_end - rss_base
     print(f"{result.steps} steps in {seconds:.0f} s; probes every {options.probe_every} steps, warm-up "

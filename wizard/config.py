@@ -20,7 +20,7 @@ from typing import Any, Callable, Literal
 
 from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
 from sd_scripts.errors import UserFacingError
-from sd_scripts.networks.kinds import BLOCK_WEIGHT_PRESETS, LYCORIS_PRESETS
+from sd_scripts.networks.kinds import LYCORIS_PRESETS
 from sd_scripts.networks.kinds import NETWORK_TYPES as NETWORK_TYPE_TABLE
 from sd_scripts.optimizer_kinds import OPTIMIZERS, optimizer_help
 from wizard.memory_estimate import (SDXL, TIGHT_MEMORY_SHARE, LoraShape, TrainingSetup, estimate_training_memory,

@@ -199,8 +199,7 @@ class TkAsker:
             dialog.finish(parse_list(text.get("1.0", "end")))
 
         dialog.on_enter = accept
-        buttons = dialog.add_button_row([("Skip", lambda: dialog.finish(CANCEL)), ("OK", accept)], left=back,
-                                         primary="OK")
+        dialog.add_button_row([("Skip", lambda: dialog.finish(CANCEL)), ("OK", accept)], left=back, primary="OK")
         return dialog.run(focus=text)
 
     def _ask_typed(self, dialog: Dialog, question: Question, default: Any, back: ButtonSpecs) -> Any:
