@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from sd_scripts.networks.kinds import BlockCounts, block_counts
-from wizard.config import BLOCK_WEIGHT_PRESETS, TrainConfig, trains_sdxl
+from sd_scripts.networks.kinds import BLOCK_WEIGHT_PRESETS, BlockCounts, block_counts
+from wizard.config import TrainConfig, trains_sdxl
 
 Check = Callable[[Any, TrainConfig], str | None]
 
