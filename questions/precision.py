@@ -1,8 +1,11 @@
-"""Speed, memory and the noise: mixed precision, SDXL's VAE in fp16, gradient checkpointing, noise offset and min-SNR
-weighting."""
+"""Speed, memory and the noise: mixed precision, SDXL's VAE in fp16, gradient checkpointing, torch.compile (with an
+NVIDIA GPU), noise offset and min-SNR weighting."""
 
 from __future__ import annotations
 
+import importlib.util
+
+from sd_scripts.args import DYNAMO_BACKENDS
 from sd_scripts.cpu_features import cpu_has_native_bf16
 from wizard.config import TrainConfig, trains_sdxl
 from wizard.question import Question
@@ -23,6 +26,14 @@ def refuse_bf16_without_support(answer: str, config: TrainConfig) -> str | None:
     if answer == "bf16" and not config.cuda and not cpu_has_native_bf16():
         return ("This computer has no NVIDIA GPU and its CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 "
                 "would not be faster; choose no (full precision).")
+    return None
+
+
+def refuse_inductor_without_triton(answer: str, config: TrainConfig) -> str | None:
+    """inductor generates its GPU kernels with Triton, which PyTorch for Windows does not ship."""
+    if answer == "inductor" and importlib.util.find_spec("triton") is None:
+        return ("inductor needs Triton, which this installation lacks (PyTorch for Windows has none); choose "
+                "cudagraphs, or go back and answer no.")
     return None
 
 
@@ -64,6 +75,18 @@ QUESTIONS: list[Question] = [
         id="gradient_checkpointing", kind="yesno", field="gradient_checkpointing",
         text="Use gradient checkpointing? (much less VRAM, about 30% slower)",
         help=field_help("gradient_checkpointing"),
+    ),
+    Question(
+        id="torch_compile", kind="yesno", field="torch_compile", when=lambda config: config.cuda,
+        text="Compile the U-Net with torch.compile? (minutes of compiling first, then faster steps)",
+        help=field_help("torch_compile"),
+    ),
+    Question(
+        id="dynamo_backend", kind="choice", field="dynamo_backend", choices=DYNAMO_BACKENDS[:2],
+        when=lambda config: config.cuda and config.get("torch_compile"),
+        text="Which compiler? (inductor: fused kernels, needs Triton; cudagraphs: replays each step, also on Windows)",
+        help=field_help("dynamo_backend"),
+        validate=refuse_inductor_without_triton,
     ),
     gate(
         "use_noise_offset", "Use noise offset? (darker darks and brighter brights)", field_help("noise_offset"),

@@ -30,6 +30,8 @@ LR_SCHEDULERS = (
 )
 # The optimizers' names, with what each takes, are declared in sd_scripts.optimizer_kinds.
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
+# torch.compile's backends (training/compilation.py); the wizard offers the first two, the others only trace.
+DYNAMO_BACKENDS = ("inductor", "cudagraphs", "aot_eager", "eager")
 SAVE_PRECISIONS = ("float", "fp16", "bf16")
 SAVE_FORMATS = ("safetensors", "ckpt", "pt")
 SAMPLERS = ("ddim", "pndm", "lms", "euler", "euler_a", "heun", "dpm_2", "dpm_2_a", "dpmsolver", "dpmsolver++",
@@ -120,6 +122,8 @@ class TrainArgs:
     xformers: bool = False
     sdpa: bool = False
     mem_eff_attn: bool = False
+    torch_compile: bool = False  # torch.compile the U-Net for the training steps (training/compilation.py)
+    dynamo_backend: str = "inductor"  # its backend: inductor, cudagraphs, aot_eager or eager
     seed: int | None = None
 
     # --- noise and loss -----------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ Phases, each timed on its own with its warm-up excluded, as the trainer runs the
   once and parks the text encoders in RAM on a GPU, as the trainer does) and the U-Net's loss with the network (U-Net
   and text encoder, or the U-Net only with `--unet-only`; rank `--dim`) applied, backward, optimizer step.
 Settings: resolution, batch, precision (no / fp16 / bf16, resolved for this machine as the trainer resolves it),
-`--attention` (sdpa, xformers where installed, plain), `--compile [MODE]` (torch.compile of the U-Net, in torch's
-mode: default, reduce-overhead = CUDA graphs, max-autotune; its compile time is in the warm-up, printed apart),
+`--attention` (sdpa, xformers where installed, plain), `--compile [BACKEND]` (torch.compile of the U-Net as the
+trainer's torch_compile does it, with its dynamo_backend: inductor, cudagraphs (CUDA graphs), aot_eager, eager; its
+compile time is in the warm-up, printed apart),
 `--channels-last` (the U-Net and network in the NHWC layout cuDNN prefers for half precision), gradient
 checkpointing, `--no-half-vae`.
 
@@ -49,6 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sd_scripts.args import DYNAMO_BACKENDS
 from sd_scripts.networks.kinds import NETWORK_TYPES, NetworkType, parse_network_args
 from sd_scripts.notices import quiet_library_notices
 
@@ -94,8 +96,7 @@ class BenchResult:
     cached_text_encoder_outputs: bool = False
     cached_latents: bool = False
     attention: str = "sdpa"
-    compiled: bool = False
-    compile_mode: str | None = None  # torch.compile's mode when compiled
+    compile_backend: str | None = None  # torch.compile's backend when compiled
     channels_last: bool = False
     load_seconds: float | None = None  # None: the base model was built in memory (several networks on one model)
     latent_seconds_per_image: float | None = None  # None: no latent caching measured
@@ -119,7 +120,7 @@ class BenchResult:
             f"model {self.model}: U-Net {self.unet_parameters / 1e6:.1f} M parameters, {self.network} "
             f"{self.lora_parameters / 1e6:.2f} M trainable; {self.resolution}x{self.resolution}, "
             f"batch {self.batch_size}, precision {self.precision}, attention {self.attention}"
-            f"{f', compiled ({self.compile_mode})' if self.compiled else ''}"
+            f"{f', compiled ({self.compile_backend})' if self.compile_backend else ''}"
             f"{', channels_last' if self.channels_last else ''}, "
             f"gradient checkpointing {'on' if self.gradient_checkpointing else 'off'}, "
             f"{'U-Net only' if self.unet_only else 'U-Net and text encoder'}"
@@ -327,8 +328,7 @@ def run_benchmark(
     warmup_steps: int = 2,
     precision: str = "no",
     attention: str = "sdpa",
-    compile_unet: bool = False,
-    compile_mode: str = "default",
+    compile_backend: str | None = None,
     channels_last: bool = False,
     gradient_checkpointing: bool = False,
     cache_latents: bool = False,
@@ -352,6 +352,7 @@ def run_benchmark(
     from sd_scripts.models.text_encoding import encode_sdxl_tokens, encode_tokens, sdxl_time_ids, tokenize
     from sd_scripts.networks.factory import create_network
     from sd_scripts.optimizer_kinds import resolve_optimizer
+    from sd_scripts.training.compilation import compiled_unet
     from sd_scripts.training.noise import make_noise_scheduler
     from sd_scripts.training.optimizers import build_optimizer
     from sd_scripts.training.precision import (
@@ -402,7 +403,7 @@ def run_benchmark(
     _, optimizer_object = accelerator.prepare(network_object, built.optimizer)
     parameters = [p for group in groups for p in group["params"]]
     initial = torch.cat([p.detach().flatten().float().cpu() for p in parameters])
-    unet = torch.compile(base.unet, mode=compile_mode) if compile_unet else base.unet
+    unet = compiled_unet(base.unet, compile_backend) if compile_backend else base.unet
 
     scheduler = make_noise_scheduler(v_parameterization=base.v_parameterization)
     noise_settings = NoiseSettings(v_parameterization=base.v_parameterization)
@@ -512,7 +513,7 @@ def run_benchmark(
         change = float((trained - initial).norm() / initial.norm().clamp_min(1e-12))
         # The work is counted last, outside the timing and after the peak is read: the counter keeps its own
         # bookkeeping alive during the call. Compiled code is not counted (the counter sees no kernels inside it).
-        step_gflop, step_operations = (None, None) if compile_unet else counted_work(one_step)
+        step_gflop, step_operations = (None, None) if compile_backend else counted_work(one_step)
         latent_gflop = counted_work(lambda: encode_pixels(pixels))[0] / batch_size if cache_images else None
     finally:
         network_object.restore()  # the base model may serve the next network
@@ -538,8 +539,7 @@ def run_benchmark(
         cached_text_encoder_outputs=cache_text_encoder_outputs,
         cached_latents=cache_latents,
         attention=attention,
-        compiled=compile_unet,
-        compile_mode=compile_mode if compile_unet else None,
+        compile_backend=compile_backend,
         channels_last=channels_last,
         seconds_per_step=median,
         images_per_second=batch_size / median,
@@ -624,10 +624,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", choices=ATTENTIONS, default="sdpa",
                         help="PyTorch's scaled-dot-product attention (the trainer's default), xformers (where "
                              "installed) or diffusers' plain attention")
-    parser.add_argument("--compile", nargs="?", const="default", default=None,
-                        choices=("default", "reduce-overhead", "max-autotune"), metavar="MODE",
-                        help="torch.compile the U-Net (compiled in the warm-up), in this mode (default: default; "
-                             "reduce-overhead replays CUDA graphs)")
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, choices=DYNAMO_BACKENDS,
+                        metavar="BACKEND",
+                        help="torch.compile the U-Net as the trainer's torch_compile does (compiled in the warm-up), "
+                             "with this backend (default: inductor; cudagraphs replays CUDA graphs)")
     parser.add_argument("--channels-last", action="store_true",
                         help="the U-Net and the network in the channels-last (NHWC) memory layout")
     parser.add_argument("--gradient-checkpointing", action="store_true")
@@ -666,8 +666,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=options.warmup_steps,
         precision=options.precision,
         attention=options.attention,
-        compile_unet=options.compile is not None,
-        compile_mode=options.compile or "default",
+        compile_backend=options.compile,
         channels_last=options.channels_last,
         gradient_checkpointing=options.gradient_checkpointing,
         cache_latents=options.cache_latents,

@@ -56,6 +56,7 @@ def train_scenarios(project: Project) -> dict[str, dict]:
             "scheduler": "cosine_with_restarts", "cosine_restarts": 3, "cache_latents_to_disk": True,
             "trained_parts": "unet only", "mixed_precision": "bf16", "gradient_checkpointing": True,
         },
+        "compiled_on_a_gpu": {**paths, "torch_compile": True, "dynamo_backend": "cudagraphs"},
         "sdxl_that_does_not_say_v": {  # a header-only SDXL file without v_pred/ztsnr keys or modelspec metadata
             **paths, "base_model": str(write_model_header(project.base_model.with_name("xl.safetensors"), "sdxl")),
             "v_parameterization": True, "zero_terminal_snr": True, "mixed_precision": "fp16",
@@ -74,8 +75,11 @@ def start_scenarios(project: Project, settings_file: Path) -> dict[str, dict]:
     }
 
 
-def walk_scenario(flow, answers: dict) -> tuple[TrainConfig, ScriptedAsker]:
-    config = TrainConfig(cuda=False)
+GPU_SCENARIOS = {"compiled_on_a_gpu"}  # walked as on a machine with an NVIDIA GPU; the others without
+
+
+def walk_scenario(flow, answers: dict, cuda: bool = False) -> tuple[TrainConfig, ScriptedAsker]:
+    config = TrainConfig(cuda=cuda)
     asker = ScriptedAsker(answers)
     assert walk(flow, config, asker) == "done"
     return config, asker
@@ -137,6 +141,21 @@ def test_dylora_branch(project: Project):
     assert config.get("cosine_restarts") == 3 and config.get("unet_only") and not config.get("text_only")
 
 
+def test_torch_compile_is_offered_with_an_nvidia_gpu_only_and_inductor_only_with_triton(project: Project,
+                                                                                         monkeypatch):
+    from wizard.translate import to_train_args
+
+    config, asker = walk_scenario(TRAIN, project.path_answers())
+    assert "torch_compile" not in asker.asked and not to_train_args(config).torch_compile  # no GPU: not asked
+    monkeypatch.setattr(questions.precision.importlib.util, "find_spec", lambda name: None)  # as on Windows
+    answers = {**project.path_answers(), "torch_compile": True, "dynamo_backend": ["inductor", "cudagraphs"]}
+    config, asker = walk_scenario(TRAIN, answers, cuda=True)
+    assert asker.asked.count("dynamo_backend") == 2
+    assert "inductor needs Triton" in dict(asker.errors)["dynamo_backend"]
+    args = to_train_args(config)
+    assert args.torch_compile and args.dynamo_backend == "cudagraphs"
+
+
 def test_start_branches(project: Project, settings_file: Path):
     scenarios = start_scenarios(project, settings_file)
     config, asker = walk_scenario(questions.FLOWS["queue"], {"queue_folder": str(project.json_folder)})
@@ -154,8 +173,8 @@ def test_every_question_is_asked_and_every_when_goes_both_ways(project: Project,
     for flow, scenarios in ((TRAIN, train_scenarios(project)), (START, start_scenarios(project, settings_file))):
         asked: set[str] = set()
         when_results: dict[str, set[bool]] = {question.id: set() for question in flow}
-        for answers in scenarios.values():
-            config, asker = walk_scenario(flow, answers)
+        for name, answers in scenarios.items():
+            config, asker = walk_scenario(flow, answers, cuda=name in GPU_SCENARIOS)
             asked.update(asker.asked)
             for question in flow:
                 when_results[question.id].add(bool(question.when(config)))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Callable, Literal
 
-from sd_scripts.args import LR_SCHEDULERS, MIXED_PRECISIONS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
+from sd_scripts.args import DYNAMO_BACKENDS, LR_SCHEDULERS, MIXED_PRECISIONS, SAMPLERS, SAVE_FORMATS, SAVE_PRECISIONS
 from sd_scripts.errors import UserFacingError
 from sd_scripts.networks.kinds import LYCORIS_PRESETS
 from sd_scripts.networks.kinds import NETWORK_TYPES as NETWORK_TYPE_TABLE
@@ -556,6 +556,15 @@ FIELDS: tuple[Field, ...] = (
        "Recomputes activations instead of storing them: much less VRAM, about 30% slower. Default off; for SDXL "
        "on, unless the GPU's free memory holds the run without it.", nullable=False,
        follows=DefaultRule(default_gradient_checkpointing, _follows_sdxl_memory)),
+    _f("torch_compile", bool, False, "precision", "Compile the U-Net",
+       "Compiles the U-Net with torch.compile (sd-scripts' --torch_compile) for faster steps on an NVIDIA GPU. The "
+       "first step, and the first of each new bucket size, compile for minutes, so it pays on long runs. Default "
+       "off.", nullable=False),
+    _f("dynamo_backend", str, "inductor", "precision", "Compiler",
+       "How torch.compile compiles the U-Net: inductor (default) generates fused GPU kernels and needs Triton, "
+       "which PyTorch has on Linux but not on Windows; cudagraphs records each step's GPU work once and replays "
+       "it, which helps small batches most and works on Windows too.", choices=DYNAMO_BACKENDS[:2],
+       nullable=False),
     _f("no_half_vae", bool, False, "precision", "VAE in fp32",
        "Keeps the VAE in fp32 under mixed precision (sd-scripts' --no_half_vae): SDXL's own VAE overflows in fp16 "
        "and makes NaN latents and black images. Default on for SDXL in fp16 without a separate (fp16-fix) VAE, "

@@ -127,6 +127,8 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "xformers": c("xformers"),
         "sdpa": not c("xformers"),
         "mem_eff_attn": False,
+        "torch_compile": c("torch_compile"),
+        "dynamo_backend": c("dynamo_backend"),
         "seed": c("test_seed"),
         # noise and loss
         "noise_offset": c("noise_offset"),
@@ -260,6 +262,8 @@ def from_train_args(args: TrainArgs, cuda: bool | None = None) -> TrainConfig:
     put("gradient_checkpointing", args.gradient_checkpointing)
     put("mixed_precision", args.mixed_precision)
     put("xformers", args.xformers)
+    put("torch_compile", args.torch_compile)
+    put("dynamo_backend", args.dynamo_backend)
     put("test_seed", args.seed)
 
     put("noise_offset", args.noise_offset)

@@ -53,6 +53,7 @@ from sd_scripts.optimizer_kinds import parse_optimizer_args, resolve_optimizer
 from sd_scripts.saving import TrainingRun, model_file_metadata, save_lora, training_metadata
 from sd_scripts.saving.atomic import remove_leftovers
 from sd_scripts.saving.lora_file import load_lora_file
+from sd_scripts.training.compilation import check_compile_backend, compiled_unet
 from sd_scripts.training.data_parallel import Votes, average_gradients
 from sd_scripts.training.failures import (
     FailedRun,
@@ -177,6 +178,8 @@ class TrainingSession:
             self.remove_unfinished_writes()
             announce_run(args)  # the other processes (if any) train these very settings, seed included
 
+        if args.torch_compile:  # a backend that cannot run here is refused before the model is loaded
+            self.note(*check_compile_backend(args.dynamo_backend, self.device))
         # sd-scripts' no_half_vae: the VAE stays float32 under mixed precision (SDXL's overflows in fp16).
         self.vae_dtype = torch.float32 if args.no_half_vae else self.weight_dtype
         self.model = load_base_model(
@@ -297,6 +300,8 @@ class TrainingSession:
         if args.gradient_checkpointing:
             enable_gradient_checkpointing(model.unet, model.text_encoders,
                                           text_encoder_trained=bool(self.network.text_encoder_loras))
+        # What the training steps call (compilation.py); samples use the U-Net as it is.
+        self.training_unet = compiled_unet(model.unet, args.dynamo_backend) if args.torch_compile else model.unet
 
     def cache_text_encoder_outputs(self) -> TextEncoderCache:
         """Encode every caption once (SDXL, text encoders frozen); on a GPU the encoders then wait in RAM."""
@@ -405,7 +410,7 @@ class TrainingSession:
         else:
             context, added_cond_kwargs = self.encode_captions(batch.captions), None
         return unet_loss(
-            self.model.unet,
+            self.training_unet,
             self.noise_scheduler,
             latents,
             context,
