@@ -29,9 +29,13 @@ def refuse_bf16_without_support(answer: str, config: TrainConfig) -> str | None:
     return None
 
 
+def _has_triton() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def refuse_inductor_without_triton(answer: str, config: TrainConfig) -> str | None:
     """inductor generates its GPU kernels with Triton, which PyTorch for Windows does not ship."""
-    if answer == "inductor" and importlib.util.find_spec("triton") is None:
+    if answer == "inductor" and not _has_triton():
         return ("inductor needs Triton, which this installation lacks (PyTorch for Windows has none); choose "
                 "cudagraphs, or go back and answer no.")
     return None
@@ -78,14 +82,16 @@ QUESTIONS: list[Question] = [
     ),
     Question(
         id="torch_compile", kind="yesno", field="torch_compile", when=lambda config: config.cuda,
-        text="Compile the U-Net with torch.compile? (minutes of compiling first, then faster steps)",
+        text="Compile the U-Net with torch.compile? (faster steps after minutes of compiling)",
         help=field_help("torch_compile"),
     ),
     Question(
         id="dynamo_backend", kind="choice", field="dynamo_backend", choices=DYNAMO_BACKENDS[:2],
         when=lambda config: config.cuda and config.get("torch_compile"),
-        text="Which compiler? (inductor: fused kernels, needs Triton; cudagraphs: replays each step, also on Windows)",
+        text="Which compiler should torch.compile use?",
         help=field_help("dynamo_backend"),
+        # without Triton the one compiler that works here is suggested
+        current=lambda config: config.get("dynamo_backend") if _has_triton() else "cudagraphs",
         validate=refuse_inductor_without_triton,
     ),
     gate(

@@ -151,6 +151,7 @@ def test_torch_compile_is_offered_with_an_nvidia_gpu_only_and_inductor_only_with
     answers = {**project.path_answers(), "torch_compile": True, "dynamo_backend": ["inductor", "cudagraphs"]}
     config, asker = walk_scenario(TRAIN, answers, cuda=True)
     assert asker.asked.count("dynamo_backend") == 2
+    assert asker.defaults["dynamo_backend"] == "cudagraphs"  # the one that works without Triton is suggested
     assert "inductor needs Triton" in dict(asker.errors)["dynamo_backend"]
     args = to_train_args(config)
     assert args.torch_compile and args.dynamo_backend == "cudagraphs"
