@@ -201,13 +201,13 @@ def test_text_encoder_cache_files_are_reused_only_for_the_same_caption_model_and
         return torch.ones(size, 77, 3), torch.zeros(size, 77, 5), torch.full((size, 5), float(len(encoded)))
 
     def cache(model="a.safetensors", length=77):
-        return cache_text_encoder_outputs(plan, encode, to_disk=True, base_model=model, token_length=length,
-                                          batch_size=4)
+        return cache_text_encoder_outputs(plan, encode, sdxl=True, to_disk=True, base_model=model,
+                                          token_length=length, batch_size=4)
 
     first = cache()
-    context, pooled = first.get([0, 1])
-    assert context.shape == (2, 77, 8) and pooled.shape == (2, 5)
-    assert cache().get([0])[1][0, 0] == 1 and len(encoded) == 1  # reused
+    states1, states2, pooled = first.get([0, 1])
+    assert states1.shape == (2, 77, 3) and states2.shape == (2, 77, 5) and pooled.shape == (2, 5)
+    assert cache().get([0])[2][0, 0] == 1 and len(encoded) == 1  # reused
     (tmp_path / "1_a" / "img01.txt").write_text("two, edited", encoding="utf-8")
     plan = scan_dataset(settings_for(tmp_path, resolution=(64, 64)))
     cache(); assert encoded[-1] == ["two, edited"]  # noqa: E702 - the stale file only
@@ -230,8 +230,7 @@ def test_sd_scripts_rules_for_text_encoder_caching_and_zero_terminal_snr(tmp_pat
     write_folder(tmp_path / "1_a", [(64, 64)], ["one, two"])
     plan = scan_dataset(settings_for(tmp_path, resolution=(64, 64)))
     args = TrainArgs(**base, cache_text_encoder_outputs=True, network_train_unet_only=True)
-    with pytest.raises(UserFacingError, match="SDXL models"):
-        check_settings_for_model(args, plan, sdxl=False, v_parameterization=False)
+    assert check_settings_for_model(args, plan, sdxl=False, v_parameterization=False) == []  # SD 1.x/2.x cache too
     notes = check_settings_for_model(dataclasses.replace(args, clip_skip=2, zero_terminal_snr=True), plan, sdxl=True,
                                      v_parameterization=False)
     assert any("clip_skip" in note for note in notes) and any("zero_terminal_snr" in note for note in notes)

@@ -200,11 +200,15 @@ CAPTION_CHANGES = ("shuffle_captions", "caption_dropout_rate", "caption_dropout_
 
 
 def default_cache_text_encoder_outputs(config: "TrainConfig", declared: bool) -> bool:
-    """SDXL with text encoders not trained: each caption is encoded once (sd-scripts' 8 GB advice), unless captions
-    change from step to step, which a cache cannot follow."""
-    if not trains_sdxl(config) or not config.get("unet_only"):
+    """Text encoders not trained: each caption is encoded once (sd-scripts' 8 GB advice for SDXL; the same saving
+    for SD 1.x/2.x), unless captions change from step to step, which a cache cannot follow."""
+    if not config.get("unet_only"):
         return declared
     return not any(config.get(name) for name in CAPTION_CHANGES)
+
+
+def _follows_frozen_text_encoders(config: "TrainConfig") -> str:
+    return "the text encoders are not trained and no caption changes from step to step"
 
 
 def default_no_half_vae(config: "TrainConfig", declared: bool) -> bool:
@@ -480,11 +484,12 @@ FIELDS: tuple[Field, ...] = (
        "Keeps the cached latents as .npz files beside the images so the next run skips encoding. Default off.",
        nullable=False),
     _f("cache_text_encoder_outputs", bool, False, "dataset", "Cache text-encoder outputs",
-       "SDXL with the text encoders not trained: encodes every caption once before training (sd-scripts' "
-       "--cache_text_encoder_outputs), so the two text encoders leave the GPU: much less VRAM, faster. Captions "
-       "must then stay the same every step (no shuffling, dropout or tag warmup). Default on for SDXL U-Net-only "
-       "runs with fixed captions, off otherwise.", nullable=False,
-       follows=DefaultRule(default_cache_text_encoder_outputs, _follows_sdxl)),
+       "With the text encoders not trained (U-Net only): encodes every caption once before training (sd-scripts' "
+       "--cache_text_encoder_outputs, which it has for SDXL; here for every model), so the steps no longer run "
+       "the text encoders and they leave the GPU: less VRAM, faster steps. Captions must then stay the same every "
+       "step (no shuffling, dropout or tag warmup). Default on for U-Net-only runs with fixed captions, off "
+       "otherwise.", nullable=False,
+       follows=DefaultRule(default_cache_text_encoder_outputs, _follows_frozen_text_encoders)),
     _f("cache_text_encoder_outputs_to_disk", bool, False, "dataset", "Cache text-encoder outputs to disk",
        "Keeps the cached text-encoder outputs as files beside the images, so the next run skips encoding. "
        "Default off.", nullable=False),

@@ -1,11 +1,15 @@
-"""Text-encoder output caching (SDXL with frozen text encoders): every caption encoded once, before training.
+"""Text-encoder output caching (text encoders frozen): every caption encoded once, before training.
 
-The text encoders can then leave the GPU for the whole run. Outputs are kept in memory, or in sd-scripts' SDXL files
-`<image stem>_te_outputs.npz` next to each image with its keys `hidden_state1`, `hidden_state2` (each encoder's
-penultimate states) and `pool2`. sd-scripts reuses any such file that has the three keys, even after the caption
-was edited; this trainer also writes the `caption` it encoded and the base model's file name, and reuses a file only
-when both match and the states have this run's token length, so a stale file is encoded again (and sd-scripts,
-which ignores extra keys, still reads ours).
+The text encoders can then leave the GPU for the whole run, and no step runs them. Outputs are kept in memory, or
+in files next to each image:
+- SDXL: sd-scripts' `<image stem>_te_outputs.npz` with its keys `hidden_state1`, `hidden_state2` (each encoder's
+  penultimate states) and `pool2`. sd-scripts reuses any such file that has the three keys, even after the caption
+  was edited; this trainer also writes the `caption` it encoded and the base model's file name, and reuses a file
+  only when both match and the states have this run's token length, so a stale file is encoded again (and
+  sd-scripts, which ignores extra keys, still reads ours).
+- SD 1.x/2.x (which sd-scripts does not cache): `<image stem>_te_outputs_sd.npz` with `hidden_state` (the context
+  the U-Net takes, after clip_skip), `caption`, `base_model` and `clip_skip`, reused on the same terms plus the same
+  clip_skip.
 
 Only captions that never change can be cached: `ensure_text_encoder_outputs_cacheable` checks every subset (a
 dataset_config can turn on caption shuffling per folder), before the base model loads.
@@ -13,7 +17,7 @@ dataset_config can turn on caption shuffling per folder), before the base model 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,29 +31,32 @@ from sd_scripts.errors import UserFacingError
 if TYPE_CHECKING:
     from torch import Tensor
 
-NPZ_SUFFIX = "_te_outputs.npz"  # sd-scripts' SdxlTextEncoderOutputsCachingStrategy
-STATE_KEYS = ("hidden_state1", "hidden_state2", "pool2")
+SDXL_NPZ_SUFFIX = "_te_outputs.npz"  # sd-scripts' SdxlTextEncoderOutputsCachingStrategy
+SD_NPZ_SUFFIX = "_te_outputs_sd.npz"
+SDXL_STATE_KEYS = ("hidden_state1", "hidden_state2", "pool2")
+SD_STATE_KEYS = ("hidden_state",)
 
-# (hidden_state1 [B, N, D1], hidden_state2 [B, N, D2], pool2 [B, P]) for a list of captions
-EncodeCaptions = Callable[[list[str]], tuple["Tensor", "Tensor", "Tensor"]]
+# The states of a list of captions, one tensor [B, ...] per state key: SDXL (hidden_state1 [B, N, D1],
+# hidden_state2 [B, N, D2], pool2 [B, P]); SD 1.x/2.x (hidden_state [B, N, D],)
+EncodeCaptions = Callable[[list[str]], tuple["Tensor", ...]]
 
 
 @dataclass
 class TextEncoderCache:
     """The outputs of every image in use, by index into plan.images: arrays in memory, or the .npz that hold them."""
 
-    in_memory: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    state_keys: tuple[str, ...]
+    in_memory: dict[int, tuple[np.ndarray, ...]] = field(default_factory=dict)
     on_disk: dict[int, Path] = field(default_factory=dict)
 
-    def get(self, image_indices: list[int]) -> tuple[Tensor, Tensor]:
-        """SDXL's context [B, N, D1+D2] (both encoders' states side by side) and pooled embedding [B, P], float32."""
+    def get(self, image_indices: list[int]) -> tuple[Tensor, ...]:
+        """Each state of the images, stacked into a batch, float32 (the order of `state_keys`)."""
         import torch
 
-        rows = [self.in_memory[index] if index in self.in_memory else _read(self.on_disk[index])
+        rows = [self.in_memory[index] if index in self.in_memory else _read(self.on_disk[index], self.state_keys)
                 for index in image_indices]
-        context = torch.stack([torch.from_numpy(np.concatenate([first, second], axis=-1)) for first, second, _ in rows])
-        pooled = torch.stack([torch.from_numpy(pool) for _, _, pool in rows])
-        return context, pooled
+        return tuple(torch.stack([torch.from_numpy(row[position]) for row in rows])
+                     for position in range(len(self.state_keys)))
 
 
 def ensure_text_encoder_outputs_cacheable(plan: DatasetPlan) -> None:
@@ -70,33 +77,38 @@ def ensure_text_encoder_outputs_cacheable(plan: DatasetPlan) -> None:
                                   "caching off.")
 
 
-def te_outputs_npz_path(image_path: Path) -> Path:
-    return image_path.with_name(image_path.stem + NPZ_SUFFIX)
+def te_outputs_npz_path(image_path: Path, sdxl: bool = True) -> Path:
+    return image_path.with_name(image_path.stem + (SDXL_NPZ_SUFFIX if sdxl else SD_NPZ_SUFFIX))
 
 
 def cache_text_encoder_outputs(
-    plan: DatasetPlan, encode: EncodeCaptions, *, to_disk: bool, base_model: str, token_length: int, batch_size: int
+    plan: DatasetPlan, encode: EncodeCaptions, *, sdxl: bool, to_disk: bool, base_model: str, token_length: int,
+    batch_size: int, clip_skip: int | None = None,
 ) -> TextEncoderCache:
-    """Encode the caption of every image in use, `batch_size` at a time; `token_length` is N+2 (77, 152 or 227)."""
+    """Encode the caption of every image in use, `batch_size` at a time; `token_length` is N+2 (77, 152 or 227).
+    `clip_skip` (SD 1.x/2.x) changes the states, so a file made with another is encoded again."""
     ensure_text_encoder_outputs_cacheable(plan)
-    cache = TextEncoderCache()
+    state_keys = SDXL_STATE_KEYS if sdxl else SD_STATE_KEYS
+    made_with = {"base_model": base_model} if sdxl else {"base_model": base_model, "clip_skip": str(clip_skip)}
+    cache = TextEncoderCache(state_keys)
     in_use = sorted({entry for dataset in plan.datasets for bucket in dataset.buckets for entry in bucket.entries})
     to_encode = []
     for index in in_use:
-        path = te_outputs_npz_path(plan.images[index].path)
-        if to_disk and _is_valid(path, plan.images[index].caption, base_model, token_length):
+        path = te_outputs_npz_path(plan.images[index].path, sdxl)
+        if to_disk and _is_valid(path, state_keys, {"caption": plan.images[index].caption, **made_with}, token_length):
             cache.on_disk[index] = path
         else:
             to_encode.append(index)
     for start in range(0, len(to_encode), batch_size):
         indices = to_encode[start : start + batch_size]
         captions = [plan.images[index].caption for index in indices]
-        states1, states2, pooled = (tensor.float().cpu().numpy() for tensor in encode(captions))
+        states = [tensor.float().cpu().numpy() for tensor in encode(captions)]
         for row, index in enumerate(indices):
-            arrays = (states1[row].copy(), states2[row].copy(), pooled[row].copy())
+            arrays = tuple(state[row].copy() for state in states)
             if to_disk:
-                path = te_outputs_npz_path(plan.images[index].path)
-                values = dict(zip(STATE_KEYS, arrays), caption=np.array(captions[row]), base_model=np.array(base_model))
+                path = te_outputs_npz_path(plan.images[index].path, sdxl)
+                values = {**dict(zip(state_keys, arrays)), "caption": np.array(captions[row]),
+                          **{key: np.array(value) for key, value in made_with.items()}}
                 write_npz_atomically(path, values)
                 cache.on_disk[index] = path
             else:
@@ -104,13 +116,13 @@ def cache_text_encoder_outputs(
     return cache
 
 
-def _is_valid(path: Path, caption: str, base_model: str, token_length: int) -> bool:
+def _is_valid(path: Path, state_keys: tuple[str, ...], made_with: Mapping[str, str], token_length: int) -> bool:
     arrays = read_npz_arrays(path)
-    return (all(key in arrays for key in (*STATE_KEYS, "caption", "base_model"))
-            and str(arrays["caption"]) == caption and str(arrays["base_model"]) == base_model
-            and arrays["hidden_state1"].shape[0] == token_length)
+    return (all(key in arrays for key in (*state_keys, *made_with))
+            and all(str(arrays[key]) == value for key, value in made_with.items())
+            and arrays[state_keys[0]].shape[0] == token_length)
 
 
-def _read(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read(path: Path, state_keys: tuple[str, ...]) -> tuple[np.ndarray, ...]:
     with np.load(path) as npz:
-        return tuple(npz[key] for key in STATE_KEYS)  # type: ignore[return-value]
+        return tuple(npz[key] for key in state_keys)

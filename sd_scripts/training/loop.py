@@ -304,19 +304,22 @@ class TrainingSession:
         self.training_unet = compiled_unet(model.unet, args.dynamo_backend) if args.torch_compile else model.unet
 
     def cache_text_encoder_outputs(self) -> TextEncoderCache:
-        """Encode every caption once (SDXL, text encoders frozen); on a GPU the encoders then wait in RAM."""
-        args = self.args
+        """Encode every caption once (text encoders frozen); on a GPU the encoders then wait in RAM."""
+        args, sdxl = self.args, self.model.is_sdxl
 
         @torch.no_grad()
-        def encode(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def encode(captions: list[str]) -> tuple[torch.Tensor, ...]:
+            if not sdxl:
+                return (self.encode_captions(captions),)
             context, pooled = self.encode_sdxl_captions(captions)
             width = self.model.text_encoder.config.hidden_size
             return context[..., :width], context[..., width:], pooled
 
         cache = cache_text_encoder_outputs(
-            self.plan, encode, to_disk=args.cache_text_encoder_outputs_to_disk,
+            self.plan, encode, sdxl=sdxl, to_disk=args.cache_text_encoder_outputs_to_disk,
             base_model=Path(args.pretrained_model_name_or_path).name, token_length=(args.max_token_length or 75) + 2,
             batch_size=args.train_batch_size,  # sd-scripts encodes them a dataset batch at a time
+            clip_skip=None if sdxl else args.clip_skip,
         )
         self.park(self.model.text_encoders)
         return cache
@@ -390,8 +393,8 @@ class TrainingSession:
     def sdxl_conditioning(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The context and the U-Net's added conditioning (pooled embedding, size/crop time ids) of one batch."""
         if self.text_encoder_cache is not None:
-            context, pooled = self.text_encoder_cache.get(batch.image_indices)
-            context = to_device(context, self.device, self.weight_dtype)
+            first, second, pooled = self.text_encoder_cache.get(batch.image_indices)
+            context = to_device(torch.cat([first, second], dim=-1), self.device, self.weight_dtype)
             pooled = to_device(pooled, self.device, self.weight_dtype)
         else:
             context, pooled = self.encode_sdxl_captions(batch.captions)
@@ -407,6 +410,9 @@ class TrainingSession:
         latents = latents * self.model.vae.config.scaling_factor
         if self.model.is_sdxl:
             context, added_cond_kwargs = self.sdxl_conditioning(batch)
+        elif self.text_encoder_cache is not None:
+            (context,) = self.text_encoder_cache.get(batch.image_indices)
+            context, added_cond_kwargs = to_device(context, self.device, self.weight_dtype), None
         else:
             context, added_cond_kwargs = self.encode_captions(batch.captions), None
         return unet_loss(

@@ -186,9 +186,6 @@ def check_settings_for_model(args: TrainArgs, plan: DatasetPlan, sdxl: bool, v_p
         notes.append("zero_terminal_snr is on for a model that predicts noise (not v-prediction); sd-scripts warns "
                      "that such a training gives unexpected results.")
     if not sdxl:
-        if caches_text_encoder_outputs(args):
-            raise UserFacingError("Caching text-encoder outputs is for SDXL models; turn it off for this "
-                                  "SD 1.x/2.x model.")
         return notes
     odd = sorted({bucket.resolution for dataset in plan.datasets for bucket in dataset.buckets
                   if bucket.resolution[0] % 32 or bucket.resolution[1] % 32})
