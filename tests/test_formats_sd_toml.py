@@ -49,6 +49,20 @@ def test_export_then_import_gives_the_same_trainer_settings(tmp_path):
     sd_toml.save(config, path, overwrite=True)
 
 
+def test_latents_cached_to_disk_alone_round_trip_as_the_caching_the_trainer_does(tmp_path):
+    """cache_latents off with cache_latents_to_disk on caches (as in sd-scripts): the TOML says so, and reads back
+    the same (the property test found a run where it did not)."""
+    config = TrainConfig(cuda=False)
+    for name, value in (("base_model", "/m/model.safetensors"), ("img_folder", "/d/img"), ("cache_latents", False),
+                        ("cache_latents_to_disk", True), ("unet_only", True), ("cache_text_encoder_outputs", False),
+                        ("cache_text_encoder_outputs_to_disk", True)):
+        config.set(name, value)
+    args = to_train_args(config)
+    assert args.cache_latents and args.cache_text_encoder_outputs
+    back, warnings = sd_toml.load(sd_toml.save(config, tmp_path / "run.toml"), cuda=False)
+    assert warnings == [] and to_train_args(back) == args
+
+
 def test_settings_the_wizard_cannot_hold_are_reported(tmp_path):
     path = tmp_path / "odd.toml"
     path.write_text('network_module = "networks.lora"\nnetwork_args = ["conv_dim=4", "dropout=0.1"]\n'

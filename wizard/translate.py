@@ -86,7 +86,7 @@ def train_args_values(config: TrainConfig) -> dict[str, Any]:
         "color_aug": c("color_aug"),
         "flip_aug": c("flip_aug"),
         "random_crop": c("random_crop"),
-        "cache_latents": c("cache_latents"),
+        "cache_latents": c("cache_latents") or c("cache_latents_to_disk"),  # the trainer caches for either
         "cache_latents_to_disk": c("cache_latents_to_disk"),
         "cache_text_encoder_outputs": c("cache_text_encoder_outputs") or c("cache_text_encoder_outputs_to_disk"),
         "cache_text_encoder_outputs_to_disk": c("cache_text_encoder_outputs_to_disk"),
