@@ -47,6 +47,15 @@ def tiny_sdxl_files(tiny_sdxl, tmp_path_factory):
     return root / "tiny_sdxl.safetensors", root / "diffusers"
 
 
+@pytest.fixture(autouse=True)
+def suite_threads():
+    """Every test starts with the suite's thread count (above), whatever a test before it set: a worker left at two
+    threads beside the other worker spins and waits for the cores (seen as one test taking minutes)."""
+    import torch
+
+    torch.set_num_threads(1 if "PYTEST_XDIST_WORKER" in os.environ else 2)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for a test that trains: on 2 shared cores more threads only spin and wait for each other."""

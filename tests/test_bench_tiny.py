@@ -10,7 +10,6 @@ import torch
 
 from sd_scripts.bench import main, random_model, run_benchmark
 
-torch.set_num_threads(2)
 
 
 def test_benchmark_times_training_steps_of_the_tiny_model():

@@ -14,7 +14,6 @@ from sd_scripts.dataset import SubsetOptions, epoch_batches, load_batch, scan_da
 from sd_scripts.dataset.captions import process_caption
 from sd_scripts.dataset.images import color_jitter
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from sd_scripts.dataset import cache_latents, ensure_latents_cacheable, epoch_ba
 from sd_scripts.dataset import scan_dataset
 from sd_scripts.errors import UserFacingError
 
-torch.set_num_threads(1)
 
 
 class FakeVae:

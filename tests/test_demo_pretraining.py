@@ -33,7 +33,6 @@ def test_the_pretrained_vae_reconstructs_the_demo_images_far_better_than_a_rando
 
 
 def test_a_short_lora_moves_the_samples_towards_the_training_shapes(demo, tmp_path):
-    torch.set_num_threads(2)
     paths = demo
     samples: list[SampleMade] = []
     result = train(

@@ -17,7 +17,6 @@ from test_lora_fixtures import randomize, tiny_text_encoder, tiny_unet, tiny_vae
 
 
 def test_diffusers_load_lora_weights_gives_our_outputs(tmp_path):
-    torch.set_num_threads(2)
     unet, text_encoder = tiny_unet(), tiny_text_encoder()
     pipeline = StableDiffusionPipeline(
         vae=tiny_vae(),

@@ -10,7 +10,6 @@ from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.saving import save_lora
 from test_lora_fixtures import randomize, tiny_text_encoder, tiny_unet, token_ids, unet_inputs
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from sd_scripts.models.architecture import attention_heads
 from sd_scripts.models.shipped_assets import component_config, config_folder
 from sd_scripts.models.tokenizers import load_tokenizer
 
-torch.set_num_threads(2)
 
 
 def tiny_sd2_model(v_parameterization: bool, seed: int = 1) -> BaseModel:

@@ -26,7 +26,6 @@ from test_lora_fixtures import tiny_text_encoder, tiny_unet, token_ids, unet_inp
 from test_lora_keys import SD15_TEXT, SD15_UNET, expected_sd15_text_names, expected_sd15_unet_names, meta_models
 from test_train_fixtures import demo_args, one_repeat_images  # noqa: F401 (fixture)
 
-torch.set_num_threads(2)
 FILE_SUFFIXES = ("lora_down.weight", "lora_up.weight", "alpha")
 
 

@@ -30,7 +30,6 @@ from test_lora_fixtures import tiny_text_encoder, tiny_unet, token_ids, unet_inp
 from test_lora_keys import SD15_TEXT, SD15_UNET, meta_models
 from test_train_fixtures import EventLog, demo_args, one_repeat_images  # noqa: F401 (fixtures)
 
-torch.set_num_threads(2)
 
 LYCORIS_METADATA = {"ss_network_module": "lycoris.kohya"}  # what sd-scripts writes for every LyCORIS type
 LINEAR = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"

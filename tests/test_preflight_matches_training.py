@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
 from sd_scripts.events import Event, Started
@@ -20,7 +19,6 @@ from wizard.translate import to_train_args
 
 
 def test_steps_and_buckets_equal_what_the_trainer_does(tiny_model: Path, tmp_path: Path) -> None:
-    torch.set_num_threads(2)
     images, reg = make_messy_dataset(tmp_path / "data", repeats=1)
     # 96 px with 32 px bucket steps between 64 and 128: square, wide and tall images land in three buckets.
     config = small_config(tiny_model, images, tmp_path / "out", train_resolution=96, bucket_reso_steps=32,

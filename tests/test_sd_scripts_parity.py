@@ -33,7 +33,6 @@ from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.training.noise import make_noise
 from sd_scripts.training.sampling import SamplePrompt, SampleSettings, generate_samples, sample_scheduler
 
-torch.set_num_threads(1)
 
 
 # --- 1. buckets off: cover the resolution, then centre-crop ----------------------------------------------------------

@@ -30,7 +30,6 @@ from sd_scripts.training.loss import min_snr_weights, signal_to_noise_ratio, tra
 from sd_scripts.training.noise import make_noise_scheduler
 from sd_scripts.training.validation import check_settings_for_model, validate_args
 
-torch.set_num_threads(1)
 
 CAPTIONS = ["a red circle", "a blue square, flat", "a green triangle"]
 

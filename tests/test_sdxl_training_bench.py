@@ -7,7 +7,6 @@ import torch
 
 from sd_scripts.bench import run_benchmark
 
-torch.set_num_threads(1)
 
 
 def test_benchmark_trains_the_unet_only_on_cached_sdxl_text_encoder_outputs(tiny_sdxl):

@@ -16,7 +16,6 @@ from sd_scripts.models import encode_tokens, load_base_model, tokenize
 from sd_scripts.networks.lora import LoRANetwork
 from sd_scripts.training.noise import make_noise_scheduler
 
-torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
