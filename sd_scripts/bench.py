@@ -361,6 +361,7 @@ def run_benchmark(
         create_accelerator,
         enable_gradient_checkpointing,
         freeze_base_model,
+        network_cast_dtype,
         reset_accelerate_state,
         resolve_mixed_precision,
     )
@@ -469,10 +470,11 @@ def run_benchmark(
         else:
             latents = encode_pixels(pixels).to(dtype)
         latents = latents * base.vae.config.scaling_factor
-        context, added = cached_conditioning if cache_text_encoder_outputs else conditioning(not unet_only)
-        loss = unet_loss(unet, scheduler, latents, context, weights, generator, noise_settings,
-                         accelerator.autocast, added)
-        accelerator.backward(loss)
+        with network_object.weights_cast_once(network_cast_dtype(precision, compiled=bool(compile_backend))):
+            context, added = cached_conditioning if cache_text_encoder_outputs else conditioning(not unet_only)
+            loss = unet_loss(unet, scheduler, latents, context, weights, generator, noise_settings,
+                             accelerator.autocast, added)
+            accelerator.backward(loss)
         accelerator.clip_grad_norm_(parameters, 1.0)
         optimizer_object.step()
         optimizer_object.zero_grad(set_to_none=True)

@@ -4,6 +4,7 @@ division of an epoch's last, shorter group (sd-scripts' `accelerator.backward` d
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from types import SimpleNamespace
@@ -21,7 +22,6 @@ from sd_scripts.train import train
 from sd_scripts.training.loop import TrainingSession
 from sd_scripts.training.precision import create_accelerator
 
-torch.set_num_threads(1)
 
 ACCUMULATION = 2
 CAPTIONS = [f"name{number}, red, round, small, shiny, {number}" for number in range(5)]
@@ -183,6 +183,7 @@ def test_the_last_shorter_accumulation_group_is_divided_by_the_accumulation_step
         args=SimpleNamespace(gradient_accumulation_steps=steps, max_grad_norm=0.0),
         position=SimpleNamespace(global_step=0), trainable_parameters=[weight],
         batch_loss=lambda target: ((weight - target) ** 2).sum(), skips_on_device=False,
+        network=SimpleNamespace(weights_cast_once=lambda dtype: contextlib.nullcontext()), network_cast_dtype=None,
     )
     start = weight.detach().clone()
     loss = TrainingSession.optimizer_step(session, targets)

@@ -15,12 +15,16 @@ A network is a `torch.nn.Module` that sits on a frozen text encoder and U-Net:
 * `text_encoder_loras` / `unet_loras` list the per-layer modules of each part;
 * `.train()` while training and `.eval()` while sampling: DyLoRA's random rank and the dropouts act only in training;
 * `trains_random_subsets` says whether a training step may leave some parameters without a gradient, chosen at random
-  (DyLoRA's block of ranks, LyCORIS' module_dropout): several processes must then agree on which were trained.
+  (DyLoRA's block of ranks, LyCORIS' module_dropout): several processes must then agree on which were trained;
+* `weights_cast_once(dtype)` is a context for a step's forward and backward passes under autocast: the network casts
+  its float32 weights to the half precision once for the step instead of once per layer where it can (our LoRA,
+  LoCon and DyLoRA modules; LyCORIS' modules cast their own).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
@@ -104,3 +108,5 @@ class Network(Protocol):
     def train(self, mode: bool = True) -> Self: ...
 
     def eval(self) -> Self: ...
+
+    def weights_cast_once(self, dtype: torch.dtype | None) -> AbstractContextManager[None]: ...

@@ -75,6 +75,7 @@ class DyLoRAModule(nn.Module):
         if alpha is None or alpha == 0:
             alpha = rank
         register_alpha(self, alpha)
+        self.cast_weights: tuple[torch.Tensor, ...] | None = None  # see weight_cast.cast_together
 
     @property
     def lora_A(self) -> list[nn.Parameter]:
@@ -92,17 +93,24 @@ class DyLoRAModule(nn.Module):
         """The file's `lora_up.weight`: the B blocks side by side."""
         return torch.cat(self.lora_B, dim=1)
 
+    def trained_weights(self) -> tuple[torch.Tensor, ...]:
+        return (*self.lora_A, *self.lora_B)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The update for input `x`: in training one random block learns (see the module docstring), else all."""
+        """The update for input `x`: in training one random block learns (see the module docstring), else all.
+        Under autocast it uses the step's casts of the blocks when the network made them."""
         factor = self.multiplier / self.rank
+        weights = self.trained_weights()
+        if self.cast_weights is not None and torch.is_autocast_enabled(x.device.type):
+            weights = self.cast_weights
+        downs, ups = weights[: self.blocks], weights[self.blocks :]
         if self.training:
             trained = int(torch.randint(self.blocks, ()))
-            down = torch.cat([block if index == trained else block.detach() for index, block in enumerate(self.lora_A)])
-            up = torch.cat([block if index == trained else block.detach() for index, block in enumerate(self.lora_B)],
-                           dim=1)
+            down = torch.cat([block if index == trained else block.detach() for index, block in enumerate(downs)])
+            up = torch.cat([block if index == trained else block.detach() for index, block in enumerate(ups)], dim=1)
             factor *= math.sqrt(self.rank / ((trained + 1) * self.unit))
         else:
-            down, up = self.down_weight(), self.up_weight()
+            down, up = torch.cat(downs), torch.cat(ups, dim=1)
         scale = self.alpha_value * factor
         if self.is_conv:
             hidden = functional.conv2d(x, down, stride=self.stride, padding=self.padding)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from sd_scripts.networks.base import NetworkSpec, TextEncoders, as_update_input,
 from sd_scripts.networks.blocks import BlockRanks, block_index, block_lr_weights, block_ranks
 from sd_scripts.networks.sgm_names import UNET_PREFIX, is_sdxl_unet_config, sgm_module_path
 from sd_scripts.networks.sgm_names import text_encoder_prefixes
+from sd_scripts.networks.weight_cast import cast_together
 from sd_scripts.saving.lora_file import load_lora_file
 TEXT_ENCODER_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
 UNET_TARGETS = ("Transformer2DModel",)
@@ -73,6 +75,7 @@ class LoRAModule(nn.Module):
         if alpha is None or alpha == 0:
             alpha = rank
         register_alpha(self, alpha)
+        self.cast_weights: tuple[torch.Tensor, torch.Tensor] | None = None  # see weight_cast.cast_together
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The LoRA's contribution to the original module's output for input `x`.
@@ -81,12 +84,19 @@ class LoRAModule(nn.Module):
         costs several times the operation itself at these sizes, and a step makes hundreds of them."""
         return self.low_rank(x) * self.scale()
 
+    def trained_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lora_down.weight, self.lora_up.weight
+
     def low_rank(self, x: torch.Tensor) -> torch.Tensor:
-        """up(down(x)), unscaled."""
-        down, up = self.lora_down, self.lora_up
+        """up(down(x)), unscaled; under autocast with the step's casts of the weights when the network made them."""
+        down = self.lora_down
+        if self.cast_weights is not None and torch.is_autocast_enabled(x.device.type):
+            down_weight, up_weight = self.cast_weights
+        else:
+            down_weight, up_weight = self.trained_weights()
         if isinstance(down, nn.Conv2d):
-            return functional.conv2d(functional.conv2d(x, down.weight, None, down.stride, down.padding), up.weight)
-        return functional.linear(functional.linear(x, down.weight), up.weight)
+            return functional.conv2d(functional.conv2d(x, down_weight, None, down.stride, down.padding), up_weight)
+        return functional.linear(functional.linear(x, down_weight), up_weight)
 
     def scale(self) -> float:
         return self.alpha_value / self.rank * self.multiplier
@@ -351,6 +361,11 @@ class LoRANetwork(nn.Module):
                 continue
             groups.append({"params": [p for lora in loras for p in lora.parameters()], "lr": lr})
         return groups
+
+    def weights_cast_once(self, dtype: torch.dtype | None) -> AbstractContextManager[None]:
+        """Inside, the modules compute with their weights cast to autocast's `dtype` (None: full precision) by one
+        operation for the whole network, and their gradients are cast back by one (see weight_cast)."""
+        return cast_together(self.loras, dtype)
 
     # --- weights --------------------------------------------------------------------------------------------------
     def load_weights(self, weights: str | Path | Mapping[str, torch.Tensor]) -> None:

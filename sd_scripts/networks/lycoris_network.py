@@ -317,6 +317,10 @@ class LycorisNetwork(nn.Module):
         """module_dropout skips whole modules at random in training."""
         return any(getattr(lora, "module_dropout", 0.0) > 0 for lora in self.loras)
 
+    def weights_cast_once(self, dtype: torch.dtype | None) -> contextlib.nullcontext[None]:
+        """Nothing to do: LyCORIS' modules build their weights in their own forward, where autocast casts them."""
+        return contextlib.nullcontext()
+
     # --- applying -------------------------------------------------------------------------------------------------
     def apply_to(self) -> None:
         """Make every layer compute with its LyCORIS module (LyCORIS replaces the layer's forward)."""

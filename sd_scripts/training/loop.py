@@ -80,6 +80,7 @@ from sd_scripts.training.precision import (
     create_accelerator,
     enable_gradient_checkpointing,
     freeze_base_model,
+    network_cast_dtype,
     resolve_mixed_precision,
 )
 from sd_scripts.training.processes import announce_run
@@ -136,6 +137,7 @@ class TrainingSession:
         self.note(*precision_notes)
         self.device = self.accelerator.device
         self.weight_dtype = WEIGHT_DTYPES[mixed_precision]
+        self.network_cast_dtype = network_cast_dtype(mixed_precision, compiled=args.torch_compile)
 
         # The dataset and the output names first: their mistakes are found without loading a large model.
         self.plan = scan_dataset(DatasetSettings.from_train_args(args))
@@ -447,8 +449,9 @@ class TrainingSession:
         for index, batch in enumerate(batches):
             if rounds is not None:
                 self.draw_noise_of(rounds[index][:rank])
-            loss = self.batch_loss(batch)
-            self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
+            with self.network.weights_cast_once(self.network_cast_dtype):
+                loss = self.batch_loss(batch)
+                self.accelerator.backward(loss / self.args.gradient_accumulation_steps)
             if rounds is not None:
                 self.draw_noise_of(rounds[index][rank + 1 :])
             losses.append(loss.detach())

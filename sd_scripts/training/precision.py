@@ -21,6 +21,12 @@ from sd_scripts.training.processes import launched_processes, process_group_kwar
 WEIGHT_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def network_cast_dtype(precision: str, *, compiled: bool) -> torch.dtype | None:
+    """What a step casts the network's weights to once (networks/weight_cast.py): autocast's precision; None in fp32,
+    and for a compiled U-Net, whose graph casts inside it without launches and would take each cast as an input."""
+    return None if precision == "no" or compiled else WEIGHT_DTYPES[precision]
+
+
 def resolve_mixed_precision(requested: str, cuda: bool, cpu_bf16: bool | None = None) -> tuple[str, list[str]]:
     """The precision that makes sense on this machine: fp16 is a GPU format, bf16 needs a recent GPU or a CPU with
     bf16 instructions (`cpu_bf16`; None: read this CPU's flags). Elsewhere oneDNN emulates bf16, slower than fp32."""
