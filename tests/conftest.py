@@ -16,14 +16,24 @@ import pytest  # noqa: E402  (after the environment is set, before anything impo
 
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    """The demo model and images, built once per test session: building pre-trains the tiny model (~55 s).
+    """The demo model and images, built once per test session: building pre-trains the tiny model (~70 s).
 
-    WIZARD_TEST_DEMO_ROOT names a folder to keep the built demo between sessions while developing (build_demo
-    reuses it only when every file's hash matches its marker); CI leaves it unset and builds afresh."""
+    The pytest-xdist workers share one build: the first to need it builds it in their session's common folder while
+    the other waits on a lock, then reuses it (build_demo reuses a folder whose files match its marker). Two builds at
+    once, each on its fixed two threads, took 320 s each on the 2 cores. WIZARD_TEST_DEMO_ROOT names a folder to
+    keep the built demo between sessions while developing; CI leaves it unset and builds afresh."""
+    from filelock import FileLock
+
     from sd_scripts.demo import build_demo
 
     kept = os.environ.get("WIZARD_TEST_DEMO_ROOT")
-    return build_demo(kept if kept else tmp_path_factory.mktemp("demo") / "a")
+    if kept:
+        return build_demo(kept)
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build_demo(tmp_path_factory.mktemp("demo") / "a")
+    shared = tmp_path_factory.getbasetemp().parent / "shared_demo"  # one folder per session, common to the workers
+    with FileLock(f"{shared}.lock"):
+        return build_demo(shared)
 
 
 @pytest.fixture(scope="session")
